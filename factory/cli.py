@@ -1,0 +1,89 @@
+"""The `factory` command group: subcommands load lazily so `factory --help` stays instant."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import click
+import duckdb
+
+from factory import __version__
+from factory.errors import FactoryError
+from toolwoz.errors import ToolwozError
+
+# command name -> "module:attribute"; each command lives in factory/commands/<name>.py
+COMMANDS = {
+    "toolwoz": "factory.commands.toolwoz:toolwoz",
+}
+
+
+class CommandError(click.ClickException):
+    """A one-line `Error: ...` with the exit code the failure deserves."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool((ctx.find_root().obj or {}).get("debug")) or os.environ.get("FACTORY_DEBUG") == "1"
+
+
+class FactoryGroup(click.Group):
+    """Loads subcommands on demand and turns library errors into one-line messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, attr = COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            if _debug(ctx):
+                raise
+            raise _as_command_error(e) from e
+
+
+def _as_command_error(e: Exception) -> CommandError:
+    first_line = (str(e).strip().splitlines() or [""])[0]
+    if isinstance(e, FactoryError):
+        return CommandError(first_line, e.exit_code)
+    if isinstance(e, ToolwozError):
+        return CommandError(first_line, 2)
+    if isinstance(e, duckdb.Error):
+        return CommandError(f"DuckDB: {first_line}", 1)
+    if isinstance(e, OSError):
+        return CommandError(f"{first_line} (run with --debug for details)", 1)
+    return CommandError(f"unexpected {type(e).__name__}: {first_line} (run with --debug for the traceback)", 1)
+
+
+@click.group(cls=FactoryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors (or FACTORY_DEBUG=1).")
+@click.version_option(__version__, prog_name="josh-factory")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """josh-factory: harvest, train on and export tool-calling dialogue data with JOSH.
+
+    \b
+    Example:
+        factory toolwoz build --multiwoz ../shared/multiwoz
+        factory toolwoz call search_train '{"departure": "cambridge", "day": "monday"}'
+    """
+    ctx.obj = {"debug": debug}
+
+
+def main() -> None:
+    cli(prog_name="factory")
+
+
+if __name__ == "__main__":
+    main()

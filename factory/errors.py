@@ -1,0 +1,30 @@
+"""Errors the CLI turns into one-line messages.
+
+Exit codes (architecture "Decided conventions"): 2 for a user mistake (bad flag or value, missing file,
+unknown split/task/view/run), 1 for an infrastructure failure (backend down after retries, disk full, a
+warehouse that cannot be opened). `--debug` or FACTORY_DEBUG=1 shows the traceback instead.
+"""
+
+
+class FactoryError(Exception):
+    """Base class; `exit_code` says whose fault it is."""
+
+    exit_code = 1
+
+
+class UserError(FactoryError):
+    """The user can fix this by changing what they typed."""
+
+    exit_code = 2
+
+
+class WarehouseError(FactoryError):
+    """The warehouse cannot be opened or written."""
+
+
+class WarehouseBusy(UserError):
+    """Another process holds the warehouse for writing."""
+
+
+class NotBuilt(UserError):
+    """The warehouse has no ToolWOZ tables yet."""

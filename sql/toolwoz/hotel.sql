@@ -1,0 +1,30 @@
+-- toolwoz.hotel: one row per hotel or guesthouse, in hotel_db.json order (row_idx).
+-- Prices are flattened from the DB's nested `price` into single/double/family (pounds per night).
+CREATE TABLE toolwoz.hotel (
+    row_idx INTEGER PRIMARY KEY,
+    id VARCHAR,
+    name VARCHAR,
+    address VARCHAR,
+    area VARCHAR,
+    internet VARCHAR,
+    parking VARCHAR,
+    single INTEGER,
+    double INTEGER,
+    family INTEGER,
+    phone VARCHAR,
+    postcode VARCHAR,
+    pricerange VARCHAR,
+    takesbookings VARCHAR,
+    stars VARCHAR,
+    type VARCHAR,
+    lat DOUBLE,
+    lon DOUBLE,
+    k_name VARCHAR,
+    k_area VARCHAR,
+    k_parking VARCHAR,
+    k_pricerange VARCHAR,
+    k_stars VARCHAR,
+    k_internet VARCHAR,
+    k_type VARCHAR,
+    raw JSON
+);

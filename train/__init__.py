@@ -1,0 +1,1 @@
+"""Reserved: filled by a later issue (see ../shared/spec/architecture.md)."""
