@@ -15,6 +15,10 @@ from toolwoz.errors import ToolwozError
 # command name -> "module:attribute"; each command lives in factory/commands/<name>.py
 COMMANDS = {
     "toolwoz": "factory.commands.toolwoz:toolwoz",
+    "model": "factory.commands.model:model",
+    "eval": "factory.commands.eval:eval_command",
+    "sql": "factory.commands.sql:sql_command",
+    "runs": "factory.commands.runs:runs",
 }
 
 

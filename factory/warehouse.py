@@ -1,20 +1,32 @@
 """The warehouse: one DuckDB file that every command reads and writes.
 
-DuckDB allows one read-write process *or* many read-only ones per file, and a lock conflict fails at
-once (it never waits), so writers hold the file only while they write and readers retry briefly.
+Concurrency model (measured in ../shared/notes/stack-checks.md §2): DuckDB allows one read-write process
+*or* many read-only ones per file, and a lock conflict fails at once (it never waits). So:
+- a writing command takes an advisory `flock` on `<warehouse>.lock` for its whole life (a second writer
+  is refused with a message naming the first; the kernel drops the lock when a process dies, even on
+  `kill -9`), but opens the DuckDB file only for each short write session (open, one transaction, close:
+  about 20 ms), retrying while a reader holds it;
+- readers (`factory sql`) open read-only and retry briefly while a write session holds the file.
+Every write session is one transaction, so a rollout is either wholly visible or not at all.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
+import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Any, Iterator, Mapping
 
 import duckdb
+import pyarrow as pa
 
+import sql
 from factory.errors import NotBuilt, UserError, WarehouseBusy, WarehouseError
 
 DEFAULT_PATH = "warehouse.duckdb"
@@ -82,3 +94,129 @@ def require_toolwoz(con: duckdb.DuckDBPyConnection, path: str | os.PathLike) -> 
     """Raise NotBuilt (exit 2, naming the fix) unless `factory toolwoz build` has run on this warehouse."""
     if not has_toolwoz(con):
         raise NotBuilt(f"warehouse {path} has no ToolWOZ tables; run `factory toolwoz build -w {path}` first")
+
+
+# -- schema -----------------------------------------------------------------------------------------------
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply `sql/schema/NNNN_*.sql` files not yet recorded in `_factory_migrations`; returns their names."""
+    con.execute("CREATE TABLE IF NOT EXISTS _factory_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
+    done = {r[0] for r in con.execute("SELECT name FROM _factory_migrations").fetchall()}
+    applied = []
+    for path in sorted((sql.ROOT / "schema").glob("*.sql")):
+        if path.stem in done:
+            continue
+        con.execute(path.read_text())
+        con.execute("INSERT INTO _factory_migrations VALUES (?, ?)", [path.stem, _now()])
+        applied.append(path.stem)
+    return applied
+
+
+def create_views(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create every view of `sql/views/` so the warehouse always has the current definitions."""
+    con.execute(sql.load("toolwoz/tasks"))  # views read `tasks`; `factory toolwoz build` fills it
+    for name in sql.views_in_order():
+        con.execute(sql.load(f"views/{name}"))
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> None:
+    """Migrate and refresh views, in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        migrate(con)
+        create_views(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# -- writing ----------------------------------------------------------------------------------------------
+
+class Writer:
+    """The one writer of a warehouse: holds `<path>.lock` while alive, writes in short transactions."""
+
+    def __init__(self, path: str | os.PathLike, command: str | None = None, *, wait_s: float = 60.0):
+        self.path = Path(path)
+        self.command = command or " ".join(["factory", *sys.argv[1:]])
+        self.wait_s = wait_s
+        self._lock: IO[str] | None = None
+
+    def __enter__(self) -> "Writer":
+        if not self.path.parent.exists():
+            raise UserError(f"folder {self.path.parent} does not exist; create it or pass another --warehouse")
+        lock = open(f"{self.path}.lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = _describe_holder(lock.read())
+            lock.close()
+            raise WarehouseBusy(f"warehouse {self.path} is being written by {holder}; "
+                                "wait for it to finish or pass another --warehouse") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(json.dumps({"pid": os.getpid(), "command": self.command, "since": _now().isoformat(" ", "seconds")}))
+        lock.flush()
+        self._lock = lock
+        with self.session() as con:
+            prepare(con)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.seek(0)
+            self._lock.truncate()
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An open read-write connection, retried while readers hold the file; closed afterwards."""
+        deadline = time.monotonic() + self.wait_s
+        delay = 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as e:
+                if not _is_lock_error(e) or time.monotonic() >= deadline:
+                    raise WarehouseError(f"cannot write warehouse {self.path}: {str(e).splitlines()[0]}") from e
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def append(self, tables: Mapping[str, pa.Table | list[dict[str, Any]]], *,
+               statements: list[tuple[str, Any]] = ()) -> None:
+        """Insert every table's rows (by column name) and run `statements`, all in ONE transaction."""
+        with self.session() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for name, rows in tables.items():
+                    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
+                    if table.num_rows:
+                        con.register("_factory_rows", table)
+                        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _factory_rows")  # name: ours
+                        con.unregister("_factory_rows")
+                for statement, params in statements:
+                    con.execute(statement, params)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"`{info['command']}` (PID {info['pid']}, since {info['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"

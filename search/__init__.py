@@ -1,1 +1,1 @@
-"""Reserved: filled by a later issue (see ../shared/spec/architecture.md)."""
+"""Rollouts: backends, the agent turn runner, single-branch episodes and (later) the JOSH tree."""

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.conftest import MULTIWOZ_DIR
-
-FACTORY = [sys.executable, "-m", "factory.cli"]
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `factory ARGS` and return the finished process (text output)."""
-    full_env = {**os.environ, "FACTORY_DEBUG": "", **(env or {})}
-    return subprocess.run([*FACTORY, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
-
+from tests.conftest import MULTIWOZ_DIR, one_line_error, run
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Path:
@@ -31,13 +19,6 @@ def built(tmp_path_factory) -> Path:
     summary = json.loads(result.stdout)
     assert summary["tasks"] == 1598
     return path
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[-1]
 
 
 @pytest.mark.slow

@@ -90,3 +90,19 @@ def describe(goal: Goal, task: Task) -> dict[str, Any]:
     """A goal with its parameters, for reports."""
     domain, api = goal
     return {"domain": domain, "api": api, "parameters": task.ground_truth[domain]["success"][api]["parameters"]}
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 10_000, seed: int = 0,
+                     confidence: float = 0.95) -> dict[str, float]:
+    """Paired bootstrap over tasks of mean(a - b): the difference, its interval and P(diff <= 0)."""
+    import numpy as np
+
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_bootstrap needs two equally long, non-empty lists (one value per task)")
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return {"diff": round(float(diff.mean()), 4), "low": round(float(np.quantile(means, tail)), 4),
+            "high": round(float(np.quantile(means, 1 - tail)), 4),
+            "p_not_better": round(float((means <= 0).mean()), 4), "tasks": len(diff)}

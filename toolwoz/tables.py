@@ -130,3 +130,15 @@ def in_memory(mw: MultiWOZ) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config={"threads": 1})
     build(con, mw)
     return con
+
+
+def copy_to_memory(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """An in-memory copy of a database's ToolWOZ tables, so rollouts never hold the warehouse file."""
+    mem = duckdb.connect(":memory:", config={"threads": 1})
+    create_schema(mem)
+    for table in ("tasks", *(f"toolwoz.{t}" for t in TOOLWOZ_TABLES)):
+        rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()  # table: from our own list
+        mem.register("_toolwoz_copy", rows)
+        mem.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _toolwoz_copy")
+        mem.unregister("_toolwoz_copy")
+    return mem

@@ -41,6 +41,7 @@ class ErrorKind(StrEnum):
     UNKNOWN_ENTITY = "unknown_entity"
     NO_AVAILABILITY = "no_availability"
     NOT_BOOKABLE = "not_bookable"
+    MALFORMED_CALL = "malformed_call"  # the model's output could not be parsed into a call at all
 
 
 @dataclass(frozen=True)

@@ -6,25 +6,19 @@ import json
 from typing import Any, Callable
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
 
 import sql
 from factory import __version__, warehouse
 from factory.errors import UserError
 from factory.options import json_option, multiwoz_option, semantics_option, warehouse_option
+from factory.output import err as console
+from factory.output import out, print_json, rows_table
 from toolwoz import multiwoz, tables
 from toolwoz.audit import audit_task
 from toolwoz.tasks import SPLITS, Task, check_split
 from toolwoz.tools import TOOL_NAMES, ToolEnv
 
-console = Console(stderr=True)
-out = Console()
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
 
 
 def _load_multiwoz(path: str | None) -> multiwoz.MultiWOZ:
@@ -42,15 +36,6 @@ def _rows(con, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     cur = con.execute(sql.load(query), params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
-
-
-def _table(title: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for name in rows[0] if rows else []:
-        table.add_column(name, justify="right" if isinstance(rows[0][name], (int, float)) else "left")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    return table
 
 
 def _env(con, path: str) -> ToolEnv:
@@ -88,15 +73,15 @@ def build(multiwoz: str | None, warehouse_path: str, as_json: bool) -> None:
         factory toolwoz build --multiwoz ../shared/multiwoz -w warehouse.duckdb
     """
     mw = _load_multiwoz(multiwoz)
-    with warehouse.opened(warehouse_path) as con:
+    with warehouse.Writer(warehouse_path) as writer, writer.session() as con:
         with console.status("building ToolWOZ tables"):
             tasks = tables.build(con, mw, code_version=__version__)
         splits = _rows(con, "queries/toolwoz_splits", {"split": None})
     if as_json:
-        _print_json({"warehouse": warehouse_path, "source": mw.source, "tasks": len(tasks), "splits": splits})
+        print_json({"warehouse": warehouse_path, "source": mw.source, "tasks": len(tasks), "splits": splits})
         return
     out.print(f"Built {len(tasks)} ToolWOZ tasks from {mw.source} into {warehouse_path}")
-    out.print(_table("tasks per split", splits))
+    out.print(rows_table(splits, "tasks per split"))
     if not any(s["tasks"] for s in splits if s["split"] == "train"):
         out.print("The train split is empty (this MultiWOZ copy holds test and validation dialogues only); "
                   "harvest with --split val_harvest.")
@@ -124,10 +109,10 @@ def info(split: str | None, warehouse_path: str, as_json: bool) -> None:
         splits = _rows(con, "queries/toolwoz_splits", {"split": split})
         goals = _rows(con, "queries/toolwoz_goals", {"split": split})
     if as_json:
-        _print_json({"splits": splits, "goals": goals})
+        print_json({"splits": splits, "goals": goals})
         return
-    out.print(_table("tasks per split", splits))
-    out.print(_table("goals per domain", goals))
+    out.print(rows_table(splits, "tasks per split"))
+    out.print(rows_table(goals, "goals per domain"))
 
 
 @toolwoz.command()
@@ -161,10 +146,10 @@ def audit(split: str, checks: tuple[str, ...], warehouse_path: str, as_json: boo
     rows = [f.as_dict() for f in findings]
     counts = {c: sum(f.check == c for f in findings) for c in ("fixed_oracle", "parity_replay", "booked_entity")}
     if as_json:
-        _print_json({"split": split, "tasks": len(chosen), "counts": counts, "findings": rows})
+        print_json({"split": split, "tasks": len(chosen), "counts": counts, "findings": rows})
         return
     if rows:
-        out.print(_table(f"findings in {split}", rows))
+        out.print(rows_table(rows, f"findings in {split}"))
     out.print(f"{len(chosen)} tasks audited: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
 
 
@@ -195,9 +180,9 @@ def call(name: str, arguments: str, task_id: str | None, semantics: str, warehou
         task = _task(env, task_id).task_id if task_id else None
         result = env.call(name, args, task_id=task, semantics=semantics)
     if record:
-        _print_json({**result.record(), "result": result.result, "task_id": task})
+        print_json({**result.record(), "result": result.result, "task_id": task})
     elif result.ok:
-        _print_json(result.result)
+        print_json(result.result)
     if not result.ok:
         raise UserError(result.error or "the call failed")
 
@@ -219,7 +204,7 @@ def show(task_id: str, lines: int, multiwoz: str | None, warehouse_path: str, as
         task = _task(_env(con, warehouse_path), task_id)
     dialogue = _human_turns(multiwoz, task.task_id, lines, console.print)
     if as_json:
-        _print_json({"task_id": task.task_id, "splits": task.splits, "message": task.message,
+        print_json({"task_id": task.task_id, "splits": task.splits, "message": task.message,
                      "ground_truth": task.ground_truth, "dialogue": dialogue})
         return
     out.print(f"[bold]{task.task_id}[/bold]  splits: {', '.join(task.splits)}  goals: {task.n_goals}")

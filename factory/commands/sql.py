@@ -1,0 +1,143 @@
+"""`factory sql`: ad-hoc SQL over the warehouse (read-only unless --write)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from factory import warehouse
+from factory.errors import UserError
+from factory.options import warehouse_option
+from factory.output import out, rows_table
+
+FORMATS = ("table", "csv", "json", "jsonl", "parquet")
+
+
+def _value(text: str) -> Any:
+    """`-p` values: integers and decimals become numbers, `null` NULL, anything else stays text."""
+    if text.lower() == "null":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, str]) -> pa.Table | None:
+    """Set the view parameters as DuckDB variables, run the query, return its rows (None for no result)."""
+    for name, value in params.items():
+        if not name.isidentifier():
+            raise UserError(f"parameter name {name!r} is not an identifier")
+        con.execute(f"SET VARIABLE {name} = $value", {"value": _value(value)})  # name checked above
+    try:
+        relation = con.sql(query)
+    except duckdb.Error as e:
+        raise UserError(str(e).strip().splitlines()[0]) from e
+    if relation is None:
+        return None
+    try:
+        return relation.to_arrow_table()
+    except duckdb.Error as e:
+        raise UserError(str(e).strip().splitlines()[0]) from e
+
+
+def _jsonable(table: pa.Table) -> list[dict[str, Any]]:
+    return table.to_pylist()
+
+
+def write_result(table: pa.Table, fmt: str, output: Path | None) -> None:
+    """Print or save `table` in `fmt`."""
+    if fmt == "parquet":
+        if output is None:
+            raise click.UsageError("--format parquet needs -o FILE")
+        pq.write_table(table, output)
+        return
+    if fmt == "table":
+        rich_table = rows_table(table.to_pylist(), columns=table.column_names)
+        console = Console(file=output.open("w"), width=200) if output else out
+        console.print(rich_table)
+        console.print(f"({table.num_rows} rows)", style="dim")
+        return
+    if fmt == "csv":
+        sink = str(output) if output else pa.output_stream(sys.stdout.buffer)
+        pa_csv.write_csv(table.cast(_csv_schema(table.schema)), sink)
+        return
+    rows = _jsonable(table)
+    text = json.dumps(rows, default=str, indent=2) if fmt == "json" else "\n".join(json.dumps(r, default=str) for r in rows)
+    if output:
+        output.write_text(text + "\n")
+    else:
+        click.echo(text)
+
+
+def _csv_schema(schema: pa.Schema) -> pa.Schema:
+    """Nested columns (lists, structs) are written as their text form."""
+    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_nested(f.type) else f for f in schema])
+
+
+@click.command(name="sql")
+@click.argument("query", required=False)
+@click.option("-f", "--file", "sql_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read the SQL from a file.")
+@click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="Set a view parameter (a DuckDB variable), e.g. -p min_reward 0.5.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.option("--write", is_flag=True, help="Open the warehouse read-write (default read-only).")
+@warehouse_option
+def sql_command(query: str | None, sql_file: Path | None, params: tuple[tuple[str, str], ...], fmt: str,
+                output: Path | None, write: bool, warehouse_path: str) -> None:
+    """Run SQL on the warehouse: tables runs, tasks, rollouts, nodes, messages, tool_calls, rewards and the
+    dataset views. QUERY `-` reads stdin; no QUERY opens a prompt.
+
+    \b
+    Example:
+        factory sql "select * from eval_summary"
+        factory sql "select * from rollouts where reward < 1" --format csv -o misses.csv
+        echo "select count(*) from tasks" | factory sql -
+    """
+    if query and sql_file:
+        raise click.UsageError("give QUERY or -f FILE, not both")
+    if sql_file:
+        query = sql_file.read_text()
+    elif query == "-":
+        query = sys.stdin.read()
+    with warehouse.opened(warehouse_path, read_only=not write) as con:
+        if query:
+            table = run_query(con, query, dict(params))
+            if table is not None:
+                write_result(table, fmt, output)
+            return
+        _prompt(con, dict(params), fmt)
+
+
+def _prompt(con: duckdb.DuckDBPyConnection, params: dict[str, str], fmt: str) -> None:
+    """A small interactive prompt: one statement per line, `.quit` or Ctrl-D to leave."""
+    click.echo("factory sql: one statement per line; .quit to leave", err=True)
+    while True:
+        try:
+            line = click.prompt("sql", prompt_suffix="> ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            return
+        if line.strip() in (".quit", ".exit", "\\q"):
+            return
+        if not line.strip():
+            continue
+        try:
+            table = run_query(con, line, params)
+        except UserError as e:
+            click.echo(f"Error: {e}", err=True)
+            continue
+        if table is not None:
+            write_result(table, fmt, None)

@@ -1,0 +1,148 @@
+"""Run a harvest or an eval: tasks from the warehouse, rollouts from `search/`, rows back into the warehouse.
+
+Each finished rollout is committed in its own transaction, so an interrupted run loses only the rollouts
+that were in flight; re-running the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from factory import runs, warehouse
+from factory.errors import UserError
+from factory.runs import RunSettings
+from search.backends import BackendError, load_backend
+from search.backends.base import Backend, Request, SamplingParams
+from search.josh import RolloutResult, branch_seed, run_rollout
+from search.runner import ToolRunner, run_all
+from toolwoz import multiwoz, tables
+from toolwoz.tasks import Task, check_split
+from toolwoz.tools import ToolEnv
+from toolwoz.user_llm import LLMUser
+from toolwoz.user_rule import RuleUser
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    new_rollouts: int
+    skipped: int
+    seconds: float
+    status: str
+
+
+def ensure_toolwoz(writer: warehouse.Writer, multiwoz_path: str | None, console: Console) -> None:
+    """Build the ToolWOZ tables into the warehouse on first use."""
+    with writer.session() as con:
+        if warehouse.has_toolwoz(con):
+            return
+        console.print(f"[dim]{writer.path} has no ToolWOZ tables yet: building them (once)[/dim]")
+        tables.build(con, multiwoz.load(multiwoz_path))
+
+
+def load_env(writer: warehouse.Writer) -> ToolEnv:
+    """A ToolEnv over an in-memory copy of the warehouse's ToolWOZ tables."""
+    with writer.session() as con:
+        return ToolEnv.from_connection(tables.copy_to_memory(con))
+
+
+def select_tasks(env: ToolEnv, split: str, limit: int | None, task_ids: list[str] | None) -> list[Task]:
+    """The split's tasks in sorted order, optionally only `task_ids`, first `limit`."""
+    check_split(split)
+    chosen = sorted((t for t in env.tasks.values() if split in t.splits), key=lambda t: t.task_id)
+    if task_ids:
+        wanted = {t if t.endswith(".json") else f"{t}.json" for t in task_ids}
+        if unknown := wanted - {t.task_id for t in chosen}:
+            raise UserError(f"tasks not in split {split}: {', '.join(sorted(unknown)[:5])}")
+        chosen = [t for t in chosen if t.task_id in wanted]
+    if not chosen:
+        hint = " (the train split is empty with this MultiWOZ copy; use --split val_harvest)" if split == "train" else ""
+        raise UserError(f"split {split} has no tasks{hint}")
+    return chosen[:limit] if limit else chosen
+
+
+def _user_factory(settings: RunSettings, user_backend: Backend | None) -> Callable[[Task, int], Any]:
+    if settings.user == "rule":
+        return lambda task, sample: RuleUser(task.goal, branch_seed(settings.search.seed, task.task_id, sample, -2))
+    assert user_backend is not None
+
+    async def complete(messages: list[dict[str, str]]) -> str:
+        completion = await user_backend.complete(Request(messages, None, SamplingParams(0.0, 1.0, 96, 0)))
+        if completion.error:
+            raise RuntimeError(completion.error)
+        return completion.message.get("content") or ""
+
+    return lambda task, sample: LLMUser(task.message, complete)
+
+
+def rollout_id(run_id: str, task: Task, sample: int) -> str:
+    return f"{run_id}/{task.task_id}/{sample}"
+
+
+def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None, multiwoz_path: str | None,
+            console: Console, samples: int = 1) -> RunReport:
+    """Run (or resume) the rollouts of `settings` and commit each one as it finishes."""
+    with warehouse.Writer(warehouse_path) as writer:
+        ensure_toolwoz(writer, multiwoz_path, console)
+        env = load_env(writer)
+        tasks = select_tasks(env, settings.split, settings.limit, settings.tasks)
+        try:
+            agent = load_backend(settings.agent, base_url=settings.base_url, rows=env.rows,
+                                 concurrency=settings.concurrency, max_batch=max(settings.concurrency, 1) * 8)
+            user_backend = None
+            if settings.user == "llm":
+                user_backend = load_backend(settings.user_model or "", base_url=settings.extra.get("user_base_url"),
+                                            rows=env.rows, concurrency=settings.concurrency)
+        except BackendError as e:
+            raise UserError(str(e)) from e
+        run_id, done = runs.start(writer, settings, run_name)
+        todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
+        report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")
+        if report.skipped:
+            console.print(f"resuming run {run_id}: {report.skipped} rollouts already committed")
+        make_user = _user_factory(settings, user_backend)
+        tools = ToolRunner(env)
+        start = time.monotonic()
+        status = "failed"
+        try:
+            asyncio.run(_run(settings, run_id, todo, agent, make_user, tools, writer, console, report))
+            status = "done"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            report.seconds = time.monotonic() - start
+            report.status = status
+            runs.finish(writer, run_id, status)
+    return report
+
+
+async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]], agent: Backend,
+               make_user: Callable[[Task, int], Any], tools: ToolRunner, writer: warehouse.Writer,
+               console: Console, report: RunReport) -> None:
+    rewards: list[float] = []
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("mean reward {task.fields[reward]:.3f}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(f"{settings.kind} {run_id}", total=len(todo), reward=0.0)
+
+        def write(result: RolloutResult) -> None:
+            writer.append(result.tables())
+            rewards.append(result.rollout["reward"])
+            report.new_rollouts += 1
+            progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))
+
+        def job(task: Task, sample: int):
+            return lambda: run_rollout(task, agent, make_user(task, sample), tools, settings.search,
+                                       rollout_id=rollout_id(run_id, task, sample), run_id=run_id, sample=sample)
+
+        try:
+            await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
+        finally:
+            await agent.aclose()

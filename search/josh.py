@@ -1,0 +1,269 @@
+"""The JOSH tree for one task: branch agent turns, collapse onto the first rewarded branch, repeat.
+
+A node is one step of one branch: the agent's turn (assistant messages, tool calls and results) plus the
+user's reply that followed it; the root holds the system prompt and the user's opening. Each step:
+1. expand: while 2 x live leaves <= beam every live leaf gets two children, else one (width 1, 2, 4, 8, 8...);
+2. agent turn for every new leaf (all leaves of all rollouts are batched by the backend);
+3. reward check of each leaf's tool calls against the open goals; collapse onto the target leaf (policy
+   `first` | `fewest-tokens` | `random`): rewarded leaves and ancestors are successful, the target and its
+   ancestors golden, its goals credited, every other live branch ends as `pruned`;
+4. user turn for every live leaf; `END_CONVERSATION` ends a leaf.
+Stops when every goal is done (unless `finish_dialogue`), no leaf is live, or after `max_steps`.
+An evaluation is the same engine at beam 1 with `finish_dialogue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Protocol as TypingProtocol
+
+from search.agent import PROTOCOLS, RunTools, Turn, agent_turn
+from search.backends.base import Backend, Message, SamplingParams
+from toolwoz.rewards import Goal, goals_met
+from toolwoz.tasks import Task
+
+END_CONVERSATION = "END_CONVERSATION"
+COLLAPSE_POLICIES = ("first", "fewest-tokens", "random")
+
+
+class User(TypingProtocol):
+    """A user simulator: the next user message given the visible conversation."""
+
+    def reply(self, history: list[dict[str, str]]) -> str | Awaitable[str]: ...
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    beam: int = 8  # live leaves at most; 1 = a single conversation (evaluation)
+    max_steps: int = 15  # agent turns per branch (reference: 15 for ToolWOZ)
+    max_calls_per_turn: int = 3
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    collapse: str = "first"  # which rewarded leaf the tree collapses onto
+    semantics: str = "fixed"
+    protocol: str = "tools"
+    seed: int = 0
+    distinct_seeds: bool = True  # False = the reference: every sibling samples with the same seed
+    credit_all: bool = True  # False = the reference: only the first goal of the target's turn is credited
+    finish_dialogue: bool = False  # keep going after the last goal until the user ends the conversation
+
+
+@dataclass
+class Node:
+    node_id: int
+    parent: "Node | None"
+    step: int
+    seed: int | None
+    turn: Turn = field(default_factory=Turn)
+    messages: list[Message] = field(default_factory=list)  # what this node added (deltas)
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    children: list["Node"] = field(default_factory=list)
+    ended: bool = False
+    end_reason: str | None = None
+    error: str | None = None
+    is_successful: bool = False
+    is_golden: bool = False
+    matched: list[Goal] = field(default_factory=list)
+
+    @property
+    def path(self) -> list["Node"]:
+        node, out = self, []
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out[::-1]
+
+    def history(self) -> list[Message]:
+        return [m for n in self.path for m in n.messages]
+
+    def end(self, reason: str, error: str | None = None) -> None:
+        if not self.ended:
+            self.ended, self.end_reason, self.error = True, reason, error
+
+
+@dataclass
+class RolloutResult:
+    """Everything one rollout produced, as rows for the warehouse tables."""
+
+    rollout: dict[str, Any]
+    nodes: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    tool_calls: list[dict[str, Any]]
+    rewards: list[dict[str, Any]]
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        return {"rollouts": [self.rollout], "nodes": self.nodes, "messages": self.messages,
+                "tool_calls": self.tool_calls, "rewards": self.rewards}
+
+
+def branch_seed(run_seed: int, task_id: str, sample: int, node_id: int) -> int:
+    """A stable 31-bit seed per (run, task, sample, node): siblings differ by construction."""
+    digest = hashlib.sha256(f"{run_seed}|{task_id}|{sample}|{node_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Rollout:
+    """One JOSH search (or, at beam 1, one conversation) over one task."""
+
+    def __init__(self, task: Task, agent: Backend, user: User, run_tools: RunTools, config: SearchConfig,
+                 *, rollout_id: str, run_id: str, sample: int = 0):
+        if config.collapse not in COLLAPSE_POLICIES:
+            raise ValueError(f"collapse must be one of {COLLAPSE_POLICIES}")
+        self.task, self.agent, self.user, self.run_tools, self.cfg = task, agent, user, run_tools, config
+        self.protocol = PROTOCOLS[config.protocol]()
+        self.rollout_id, self.run_id, self.sample = rollout_id, run_id, sample
+        self.nodes: list[Node] = []
+        self.open_goals: list[Goal] = task.goals()
+        self.credited: list[tuple[Node, Goal]] = []
+        self.steps = 0
+        self.rng = random.Random(branch_seed(config.seed, task.task_id, sample, -1))
+
+    def _new_node(self, parent: Node | None, step: int) -> Node:
+        node_id = len(self.nodes)
+        seed_id = node_id if self.cfg.distinct_seeds else 0
+        node = Node(node_id, parent, step, branch_seed(self.cfg.seed, self.task.task_id, self.sample, seed_id))
+        if parent is not None:
+            parent.children.append(node)
+        self.nodes.append(node)
+        return node
+
+    def live_leaves(self) -> list[Node]:
+        return [n for n in self.nodes if not n.children and not n.ended]
+
+    async def _user_turn(self, node: Node) -> None:
+        visible = self.protocol.visible(node.history())
+        try:
+            reply = self.user.reply(visible)
+            text = await reply if asyncio.iscoroutine(reply) else reply
+        except Exception as e:  # a failing user simulator ends this branch; the error is kept
+            node.end("error", f"user simulator: {type(e).__name__}: {e}")
+            return
+        node.messages.append({"role": "user", "content": text})
+        node.stats.append({})
+        if END_CONVERSATION in text:
+            node.end("user_ended")
+
+    async def _agent_turn(self, node: Node) -> None:
+        params = SamplingParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_new_tokens, node.seed)
+        turn = await agent_turn(self.agent, self.protocol, node.parent.history() if node.parent else [],
+                                task_id=self.task.task_id, semantics=self.cfg.semantics,
+                                run_tools=self.run_tools, params=params, max_calls=self.cfg.max_calls_per_turn)
+        node.turn = turn
+        node.messages.extend(turn.messages)
+        node.stats.extend(turn.stats)
+        if turn.end in ("error", "context_overflow"):
+            node.end(turn.end, turn.error)
+
+    def _target(self, rewarded: list[Node]) -> Node:
+        if self.cfg.collapse == "fewest-tokens":
+            return min(rewarded, key=lambda n: (n.turn.completion_tokens, n.node_id))
+        if self.cfg.collapse == "random":
+            return self.rng.choice(rewarded)
+        return rewarded[0]  # the reference: first in tree order
+
+    def _collapse(self, leaves: list[Node]) -> None:
+        for leaf in leaves:
+            if leaf.turn.calls and not (leaf.ended and leaf.end_reason == "error"):
+                leaf.matched = goals_met(self.task, leaf.turn.calls, self.open_goals)
+        rewarded = [leaf for leaf in leaves if leaf.matched]
+        if not rewarded:
+            return
+        target = self._target(rewarded)
+        for leaf in rewarded:
+            for n in leaf.path:
+                n.is_successful = True
+        for n in target.path:
+            n.is_golden = True
+        gained = target.matched if self.cfg.credit_all else target.matched[:1]
+        self.credited += [(target, g) for g in gained]
+        self.open_goals = [g for g in self.open_goals if g not in gained]
+        for leaf in self.live_leaves():
+            if leaf is not target:
+                leaf.end("pruned")
+
+    async def run(self) -> RolloutResult:
+        started = _now()
+        root = self._new_node(None, 0)
+        root.messages.append({"role": "system", "content": self.protocol.system_prompt()})
+        root.stats.append({})
+        await self._user_turn(root)
+        end_reason = "max_steps"
+        while True:
+            if not self.open_goals and not self.cfg.finish_dialogue:
+                end_reason = "all_goals"
+                break
+            live = self.live_leaves()
+            if not live:
+                end_reason = "user_ended" if any(n.end_reason == "user_ended" for n in self.nodes) else "no_live_leaf"
+                break
+            if self.steps >= self.cfg.max_steps:
+                break
+            self.steps += 1
+            width = 2 if 2 * len(live) <= self.cfg.beam else 1
+            children = [self._new_node(leaf, self.steps) for leaf in live for _ in range(width)]
+            await asyncio.gather(*(self._agent_turn(c) for c in children))
+            self._collapse(children)
+            if not self.open_goals and not self.cfg.finish_dialogue:
+                for leaf in self.live_leaves():
+                    leaf.end("all_goals")
+                continue
+            await asyncio.gather(*(self._user_turn(c) for c in self.live_leaves()))
+        for leaf in self.live_leaves():
+            leaf.end("max_steps")
+        return self._result(started, end_reason)
+
+    def _result(self, started: datetime, end_reason: str) -> RolloutResult:
+        total = self.task.n_goals
+        done = len(self.credited)
+        errors = [n.error for n in self.nodes if n.error]
+        rollout = {
+            "rollout_id": self.rollout_id, "run_id": self.run_id, "task_id": self.task.task_id,
+            "sample": self.sample, "status": "done", "reward": done / total if total else 0.0,
+            "goals_total": total, "goals_done": done, "n_nodes": len(self.nodes), "n_steps": self.steps,
+            "end_reason": end_reason if not (errors and len(self.nodes) <= 2) else "error",
+            "prompt_tokens": sum(n.turn.prompt_tokens for n in self.nodes),
+            "completion_tokens": sum(n.turn.completion_tokens for n in self.nodes),
+            "started_at": started, "finished_at": _now(), "error": errors[0] if errors else None,
+        }
+        credited = {(n.node_id, g) for n, g in self.credited}
+        nodes, messages, calls, rewards = [], [], [], []
+        for n in self.nodes:
+            nodes.append({"rollout_id": self.rollout_id, "node_id": n.node_id,
+                          "parent_id": n.parent.node_id if n.parent else None,
+                          "path": [p.node_id for p in n.path], "depth": len(n.path) - 1, "created_step": n.step,
+                          "seed": n.seed, "ended": n.ended, "end_reason": n.end_reason,
+                          "is_successful": n.is_successful, "is_golden": n.is_golden, "error": n.error})
+            for pos, (m, stat) in enumerate(zip(n.messages, n.stats)):
+                messages.append({"rollout_id": self.rollout_id, "node_id": n.node_id, "pos": pos,
+                                 "role": m["role"], "content": m.get("content"),
+                                 "tool_calls": json.dumps(m["tool_calls"]) if m.get("tool_calls") else None,
+                                 "tool_call_id": m.get("tool_call_id"), **stat})
+            for row in n.turn.call_rows:
+                calls.append({"rollout_id": self.rollout_id, "node_id": n.node_id, **row})
+            for domain, api in n.matched:
+                rewards.append({"rollout_id": self.rollout_id, "node_id": n.node_id, "step": n.step, "goal": api,
+                                "domain": domain, "credited": (n.node_id, (domain, api)) in credited})
+        return RolloutResult(rollout, nodes, messages, calls, rewards)
+
+
+async def run_rollout(task: Task, agent: Backend, user: User, run_tools: RunTools, config: SearchConfig, *,
+                      rollout_id: str, run_id: str, sample: int = 0) -> RolloutResult:
+    """Run one rollout; an unexpected failure becomes a `failed` rollout row, never a crash."""
+    rollout = Rollout(task, agent, user, run_tools, config, rollout_id=rollout_id, run_id=run_id, sample=sample)
+    try:
+        return await rollout.run()
+    except Exception as e:  # a bad rollout is data: keep what the tree has and say why it stopped
+        result = rollout._result(_now(), "error")
+        result.rollout.update(status="failed", error=f"{type(e).__name__}: {e}")
+        return result
+

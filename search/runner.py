@@ -1,0 +1,44 @@
+"""Run many rollouts at once: a concurrency limit, batched tool calls, results handed to a writer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable, Iterable, Sequence
+
+from search.batching import MicroBatcher
+from search.josh import RolloutResult
+from toolwoz.tools import ToolCall, ToolEnv, ToolRequest
+
+
+class ToolRunner:
+    """Async tool execution: the calls of every rollout that are pending together go as one `call_many`."""
+
+    def __init__(self, env: ToolEnv, max_batch: int = 256):
+        # DuckDB answers a batch in a few ms; running it on the loop thread avoids a thread hop per batch.
+        self.batcher: MicroBatcher[ToolRequest, ToolCall] = MicroBatcher(env.call_many, max_batch=max_batch,
+                                                                         in_thread=False)
+
+    async def __call__(self, requests: Sequence[ToolRequest]) -> list[ToolCall]:
+        return list(await asyncio.gather(*(self.batcher.submit(r) for r in requests)))
+
+
+async def run_all(jobs: Iterable[Callable[[], Awaitable[RolloutResult]]], *, concurrency: int,
+                  on_result: Callable[[RolloutResult], None]) -> int:
+    """Run rollout jobs with at most `concurrency` in flight; `on_result` (blocking) runs in a thread.
+
+    Results are handed over one at a time in completion order; returns how many finished.
+    """
+    semaphore = asyncio.Semaphore(max(concurrency, 1))
+    write_lock = asyncio.Lock()
+    finished = 0
+
+    async def one(job: Callable[[], Awaitable[RolloutResult]]) -> None:
+        nonlocal finished
+        async with semaphore:
+            result = await job()
+        async with write_lock:
+            await asyncio.to_thread(on_result, result)
+            finished += 1
+
+    await asyncio.gather(*(one(job) for job in jobs))
+    return finished

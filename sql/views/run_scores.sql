@@ -1,0 +1,14 @@
+-- run_scores: one row per run: rollouts finished and the ToolWOZ metrics over them.
+-- The one definition of Average Reward and 100% Success Rate that eval_summary and harvest_summary share.
+CREATE OR REPLACE VIEW run_scores AS
+SELECT
+    r.run_id,                                                        -- the run
+    count(o.rollout_id) AS rollouts,                                 -- finished rollouts (committed)
+    count(o.rollout_id) FILTER (o.status = 'failed') AS failed,      -- rollouts that ended in an error
+    round(coalesce(avg(o.reward), 0), 4) AS average_reward,          -- mean of goals done / goals total
+    round(coalesce(avg(CASE WHEN o.reward >= 1 - 1e-6 THEN 1.0 ELSE 0.0 END), 0), 4) AS success_rate,  -- share with every goal done
+    coalesce(sum(o.goals_done), 0) AS goals_done,                    -- goals credited
+    coalesce(sum(o.goals_total), 0) AS goals_total                   -- goals of the finished tasks
+FROM runs AS r
+LEFT JOIN rollouts AS o ON o.run_id = r.run_id
+GROUP BY r.run_id

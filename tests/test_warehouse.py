@@ -1,0 +1,110 @@
+"""The warehouse: schema migration, one writer at a time, atomic appends, readers during a run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import duckdb
+import pytest
+
+import sql
+from factory import warehouse
+from factory.errors import UserError, WarehouseBusy
+
+TABLES = {"runs", "rollouts", "nodes", "messages", "tool_calls", "rewards", "tasks", "_factory_migrations"}
+
+
+def test_writer_creates_schema_and_views_once(tmp_path):
+    path = tmp_path / "w.duckdb"
+    for _ in range(2):
+        with warehouse.Writer(path, "test"):
+            pass
+    con = duckdb.connect(str(path), read_only=True)
+    names = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
+    views = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+    migrations = con.execute("select name from _factory_migrations").fetchall()
+    con.close()
+    assert TABLES <= names
+    assert set(sql.views_in_order()) <= views
+    assert migrations == [("0001_warehouse",)]
+
+
+def test_views_are_created_after_the_views_they_read():
+    order = sql.views_in_order()
+    assert order.index("run_scores") < order.index("eval_summary")
+
+
+def test_second_writer_is_refused_naming_the_first(tmp_path):
+    path = tmp_path / "w.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from factory.warehouse import Writer
+        with Writer({str(path)!r}, "factory harvest --split val"):
+            print("ready", flush=True)
+            time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(WarehouseBusy, match=r"`factory harvest --split val` \(PID \d+"):
+            with warehouse.Writer(path, "second"):
+                pass
+        # Readers are never refused while the writer is between write sessions.
+        con = warehouse.connect(path, read_only=True)
+        assert con.execute("select count(*) from runs").fetchall() == [(0,)]
+        con.close()
+    finally:
+        holder.kill()
+        holder.wait()
+    # kill -9 releases the lock: the next writer gets in.
+    with warehouse.Writer(path, "after"):
+        pass
+
+
+def test_append_is_one_transaction(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with warehouse.Writer(path, "test") as writer:
+        run = {"run_id": "r1", "kind": "eval", "created_at": "2026-01-01 00:00:00", "status": "running",
+               "config": "{}"}
+        with pytest.raises(duckdb.Error):
+            # the second table's row breaks a NOT NULL constraint: the first insert must not stay
+            writer.append({"runs": [run], "rollouts": [{"rollout_id": "x"}]})
+        with writer.session() as con:
+            assert con.execute("select count(*) from runs").fetchall() == [(0,)]
+        writer.append({"runs": [run]})
+        with writer.session() as con:
+            assert con.execute("select run_id, status from runs").fetchall() == [("r1", "running")]
+
+
+def test_reader_waits_for_a_short_write_session(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with warehouse.Writer(path, "test"):
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, time
+        con = duckdb.connect({str(path)!r})
+        print("open", flush=True)
+        time.sleep(0.5)
+        con.close()
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        start = time.monotonic()
+        con = warehouse.connect(path, read_only=True, wait_s=10)
+        waited = time.monotonic() - start
+        con.close()
+        assert waited < 10
+    finally:
+        holder.wait()
+
+
+def test_bad_paths_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        warehouse.connect(tmp_path / "missing" / "w.duckdb")
+    with pytest.raises(UserError, match="no warehouse at"):
+        warehouse.connect(tmp_path / "absent.duckdb", read_only=True)
+    with pytest.raises(UserError, match="does not exist"):
+        with warehouse.Writer(tmp_path / "missing" / "w.duckdb"):
+            pass
