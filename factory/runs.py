@@ -20,6 +20,7 @@ from factory import __version__
 from factory.errors import UserError
 from factory.warehouse import Writer
 from search.josh import SearchConfig
+from toolwoz.schemas import tool_schemas
 
 VOLATILE = ("limit", "concurrency", "tasks")
 
@@ -80,7 +81,7 @@ def start(writer: Writer, settings: RunSettings, run_id: str | None) -> tuple[st
         "config": json.dumps(settings.config()), "agent_model": settings.agent,
         "user_model": settings.user_model or settings.user, "backend": settings.backend, "protocol": cfg.protocol,
         "split": settings.split, "semantics": cfg.semantics, "beam_size": cfg.beam, "seed": cfg.seed,
-        "code_version": __version__,
+        "code_version": __version__, "tools": json.dumps(tool_schemas()) if cfg.protocol == "tools" else None,
     }]})
     return run_id, done
 

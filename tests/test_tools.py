@@ -7,13 +7,13 @@ Expected rows come from a plain-Python filter of the MultiWOZ DB written here fr
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import REFERENCE_DIR
 from toolwoz.errors import UnknownTask
 from toolwoz.schemas import API_DEFS, tool_schemas
 from toolwoz.tools import PARITY_INVALID, PARITY_LISTS, ErrorKind, ToolRequest
@@ -28,7 +28,6 @@ SEARCH_PARAMS = {
 UID = {"restaurant": "name", "hotel": "name", "attraction": "name", "train": "trainID"}
 # The spec's "unconstrained" spellings, also as they read once apostrophes are deleted.
 EMPTY = {"", "dont care", "don't care", "dontcare", "do n't care", "do nt care", "not mentioned"}
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "toolwoz-reference"
 ALL_PARAMS = sorted({p for params, _ in API_DEFS.values() for p in params})
 
 
@@ -154,20 +153,21 @@ def test_tool_descriptions_are_our_own_words() -> None:
 
 def test_api_defs_equal_valid_api_defs() -> None:
     reference = json.loads((REFERENCE_DIR / "valid_api_defs.json").read_text())
-    flat = {api: (tuple(d["parameters"]), tuple(d["returns"])) for apis in reference.values() for api, d in apis.items()}
+    flat = {api: (tuple(d["parameters"]), tuple(d["returns"]))
+            for apis in reference.values() for api, d in apis.items()}
     assert API_DEFS == flat
 
 
 # -- properties --------------------------------------------------------------------------------------------
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(tool_names, junk_arguments, semantics, st.booleans())
 def test_random_calls_never_raise_and_fail_with_a_known_kind(env, name, arguments, sem, with_task) -> None:
     call = env.call(name, arguments, task_id="MUL0016.json" if with_task else None, semantics=sem)
     assert_well_formed(call)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_fixed_search_serves_the_first_k_matching_rows(env, mw, data) -> None:
     domain = data.draw(st.sampled_from(DOMAINS))
@@ -188,7 +188,7 @@ def test_fixed_search_serves_the_first_k_matching_rows(env, mw, data) -> None:
         assert {k: v for k, v in served.items() if k in raw} == {k: raw[k] for k in served if k in raw}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_parity_search_serves_the_first_row_of_the_reference_filter(env, mw, data) -> None:
     domain = data.draw(st.sampled_from(DOMAINS))
@@ -201,13 +201,14 @@ def test_parity_search_serves_the_first_row_of_the_reference_filter(env, mw, dat
     assert call.n_rows == len(expected)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_call_many_equals_one_call_each(env, mw, data) -> None:
-    task_ids = sorted(env.tasks)
+    # Tasks that hide rows or hold a fail_book overlay, so batching must keep them apart.
+    task_ids = ["MUL0016.json", *sorted({t for t, _ in env.hidden})]
     requests = []
     for _ in range(data.draw(st.integers(1, 12))):
-        task_id = data.draw(st.none() | st.sampled_from(["MUL0016.json", *task_ids[:200]]))
+        task_id = data.draw(st.none() | st.sampled_from(task_ids))
         sem = data.draw(semantics)
         if data.draw(st.booleans()):
             domain = data.draw(st.sampled_from(DOMAINS))
@@ -326,7 +327,10 @@ def test_ten_thousand_character_value(env) -> None:
     assert (parity.ok, parity.result) == (True, [])
 
 
-@pytest.mark.parametrize("value", ["x' OR 1=1 --", "; DROP TABLE toolwoz.train; --", "' OR ''='", "\"); DELETE FROM tasks; --"])
+SQL_LOOKING = ["x' OR 1=1 --", "; DROP TABLE toolwoz.train; --", "' OR ''='", "\"); DELETE FROM tasks; --"]
+
+
+@pytest.mark.parametrize("value", SQL_LOOKING)
 def test_sql_looking_values_match_nothing(env, con, mw, value) -> None:
     for sem in ("fixed", "parity"):
         for domain in DOMAINS:

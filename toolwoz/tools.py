@@ -78,7 +78,7 @@ class ToolCall:
         """Flat record for the warehouse's `tool_calls` table."""
         return {"name": self.name, "arguments": json.dumps(self.arguments), "semantics": self.semantics,
                 "ok": self.ok, "error_kind": self.error_kind and str(self.error_kind), "error": self.error,
-                "result": self.content, "n_rows": self.n_rows, "latency_us": self.latency_us}
+                "result": json.dumps(self.result), "n_rows": self.n_rows, "latency_us": self.latency_us}
 
 
 def constraints_for(domain: str, params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -174,9 +174,10 @@ class ToolEnv:
         task = self._task(req.task_id)
         call = ToolCall(req.name, req.arguments, req.semantics, req.task_id, ok=False, result=None)
         args = req.arguments
-        if isinstance(args, str):
+        if isinstance(args, str):  # the wire format: arguments as JSON text; keep the parsed form when it is one
             try:
                 args = json.loads(args) if args.strip() else {}
+                call.arguments = args
             except json.JSONDecodeError:
                 pass
         if req.semantics == "parity":

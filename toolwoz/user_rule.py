@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from toolwoz.values import is_empty
@@ -58,7 +58,11 @@ QUESTION_CUES: tuple[tuple[str, str], ...] = (
 NO_MATCH = re.compile(
     r"\b(sorry|unfortunately|no (\w+ ){0,2}(match\w*|results?|availability|trains?|restaurants?|hotels?|places?|"
     r"attractions?|guesthouses?|options?|rooms?|tables?|seats?)|(not|couldn'?t|could not|cannot|can'?t|unable to)"
-    r" (find|book|locate)|not find|unavailable|not available|fully booked|nothing (matches|available))\b", re.I)
+    r" (find|book|locate)|not find|unavailable|not available|fully booked|nothing (matches|available))\b",
+    re.IGNORECASE)
+# The agent offers something: a train id, a booking question, a recommendation or a found result.
+OFFERED = re.compile(r"\b(tr ?\d{4}|shall i|how about|i recommend|i suggest|i (have )?found|there (is|are)|"
+                     r"available|matching|book\w*|reserv\w*|more (information|details))\b", re.IGNORECASE)
 REFERENCE = re.compile(r"\breference\b|\b(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{8}\b")
 
 # Surface templates; {c} is a list of constraint phrases, values always verbatim from the goal.
@@ -79,7 +83,9 @@ REVEAL = ("I'd like something {c}.", "It should be {c}.", "Also, {c} please.", "
 TRAIN_REVEAL = ("The train should be {c}.", "I'd like one {c}.", "Also, {c} please.", "I need it {c}.")
 DONTCARE = ("I don't mind the {s}.", "Any {s} is fine.", "I have no preference on the {s}.")
 SWITCH = ("How about one {c} instead?", "Then could you try {c} instead?", "Okay, what about {c} then?")
-RESTATE = ("Let me repeat: I'm looking for one {c}.", "To be clear, I need one {c}.", "Could you check again for one {c}?")
+SUGGEST = ("Could you suggest one?", "What would you recommend?", "Do you have anything like that?")
+RESTATE = ("Let me repeat: I'm looking for one {c}.", "To be clear, I need one {c}.",
+           "Could you check again for one {c}?")
 BOOK = {
     "restaurant": ("Please book a table {c}.", "Could you reserve a table {c}?", "I'd like to book it {c}."),
     "hotel": ("Please book it {c}.", "Could you make a reservation {c}?", "I'd like to book it {c}."),
@@ -90,6 +96,7 @@ REQUEST = ("Could you give me the {r}?", "What is the {r}?", "Can you tell me th
 ALSO_REQUEST = (" Could you also give me the {r}?", " Also, what is the {r}?", " And can you tell me the {r}?")
 BYE = ("Thank you, that's all I need. " + END, "Great, thanks for your help! " + END,
        "That's everything, thanks. Goodbye! " + END)
+MOVE_ON = ("Never mind, let's leave that. ", "Okay, forget that one. ", "That's fine, let's move on. ")
 GIVE_UP = ("That's alright, I'll look elsewhere. Thanks anyway. " + END,
            "Never mind, thank you for trying. " + END, "Okay, I'll sort it out myself. Goodbye. " + END)
 
@@ -139,12 +146,11 @@ class _State:
     use_fail_book: bool = False
     revealed: frozenset[str] = frozenset()
     strikes: int = 0
-    pending: str = ""  # "switch" | "rebook" | "restate" | "": a reaction planned when observing the agent
+    pending: str = ""  # switch | rebook | restate | suggest: a reaction decided when observing the agent
     opened: bool = False  # current domain introduced
     requested: bool = False  # reqt asked for the current domain
     ended: bool = False
-    acked: bool = True  # the previous domain was finished (prefix the next opening with thanks)
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    acked: bool = False  # the previous domain was finished (prefix the next opening with thanks)
 
 
 def stable_rng(seed: int, n: int) -> random.Random:
@@ -170,7 +176,9 @@ def domain_order(goal: dict[str, Any]) -> list[str]:
 
 
 def _clean(values: dict[str, Any] | None) -> dict[str, str]:
-    return {k: str(v) for k, v in (values or {}).items() if isinstance(v, (str, int)) and not is_empty(str(v))}
+    # Goal dicts also hold booleans (`invalid`, `pre_invalid`): only strings and numbers are values.
+    return {k: str(v) for k, v in (values or {}).items()
+            if isinstance(v, (str, int)) and not isinstance(v, bool) and not is_empty(str(v))}
 
 
 def _questions(text: str) -> str:
@@ -185,7 +193,9 @@ def asked_slots(text: str) -> set[str]:
 
 
 def _join(parts: list[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 class RuleUser:
@@ -211,10 +221,11 @@ class RuleUser:
         return book
 
     def _has_fail(self, domain: str) -> bool:
-        return bool(_clean(self.goal[domain].get("fail_info")))
+        # Some goals repeat `info` as `fail_info`: nothing is doomed then.
+        return self._info(domain, True) != self._info(domain, False)
 
     def _has_fail_book(self, domain: str) -> bool:
-        return bool(_clean(self.goal[domain].get("fail_book"))) and bool(self._book(domain, False))
+        return bool(self._book(domain, False)) and self._book(domain, True) != self._book(domain, False)
 
     def _reqt(self, domain: str) -> list[str]:
         return [r for r in self.goal[domain].get("reqt") or [] if r in REQT_NAMES]
@@ -227,8 +238,9 @@ class RuleUser:
             return stable_rng(self.seed, len(history)).choice(BYE)
         state, text, agent_text, started = self._start(), "", "", False
         for i, message in enumerate([*history, {"role": "user", "content": ""}]):
-            if message["role"] != "user":
+            if message.get("role") == "assistant":
                 agent_text += " " + (message.get("content") or "")
+            if message.get("role") != "user":
                 continue
             if started:
                 state = self._observe(state, agent_text)
@@ -255,6 +267,7 @@ class RuleUser:
         return self._start(s.idx + 1, acked=True)
 
     def _observe(self, s: _State, agent: str) -> _State:
+        """Update the agenda after the agent's reply to the user's last act."""
         if s.ended or s.idx >= len(self.order):
             return s
         d = self.order[s.idx]
@@ -266,7 +279,9 @@ class RuleUser:
             if failed:
                 return replace(s, strikes=s.strikes + 1, pending="restate" if set(target) <= s.revealed else "")
             if set(target) <= s.revealed:
-                return self._next_phase(s)
+                if OFFERED.search(agent):
+                    return self._next_phase(s)
+                return replace(s, strikes=s.strikes + 1, pending="suggest")
             return replace(s, pending="")
         if s.phase == "book":
             if failed and s.use_fail_book:
@@ -281,12 +296,17 @@ class RuleUser:
     # -- planning and surface text ------------------------------------------------------------------------
 
     def _plan(self, s: _State, rng: random.Random, agent: str, turn: int) -> tuple[_State, str]:
+        """The next act and its surface text."""
         if s.ended:
             return s, END
         if s.idx >= len(self.order):
             return replace(s, ended=True), rng.choice(BYE)
-        if s.strikes >= MAX_STRIKES or turn >= MAX_TURNS - 1:
+        if turn >= MAX_TURNS - 1 or (s.strikes >= MAX_STRIKES and s.idx == len(self.order) - 1):
             return replace(s, ended=True), rng.choice(GIVE_UP)
+        if s.strikes >= MAX_STRIKES:  # give up on this domain, carry on with the next one
+            s = self._start(s.idx + 1, acked=False)
+            s, text = self._plan(s, rng, "", turn)
+            return s, rng.choice(MOVE_ON) + text
         d = self.order[s.idx]
         if s.phase == "search":
             return self._plan_search(s, d, rng, agent)
@@ -303,28 +323,27 @@ class RuleUser:
             say = unrevealed[:n]
             greet = rng.choice(ACK) if s.acked and s.idx > 0 else rng.choice(GREETING) if s.idx == 0 else ""
             text = rng.choice(OPEN).format(greet=greet, intent=rng.choice(INTENT[d]),
-                                           c=self._phrases(d, target, say, rng))
+                                           c=self._phrases(target, say, rng))
             return replace(s, opened=True, revealed=s.revealed | set(say), acked=False), text
         if s.pending == "switch":
             info, fail = self._info(d, False), self._info(d, True)
             changed = [k for k in info if info[k] != fail.get(k)]
             say = changed + [k for k in info if k not in changed and k not in s.revealed][:2]
-            text = rng.choice(SWITCH).format(c=self._phrases(d, info, say, rng))
+            text = rng.choice(SWITCH).format(c=self._phrases(info, say, rng))
             return replace(s, pending="", revealed=s.revealed | set(say)), text
-        if s.pending == "restate" or not unrevealed:
-            text = rng.choice(RESTATE).format(c=self._phrases(d, target, list(target), rng))
-            return replace(s, pending="", revealed=s.revealed | set(target)), text
         asked = asked_slots(agent)
+        # Slots the agent asks about that the goal leaves open: say so (never invent a value).
+        dontcare = [k for k in DONTCARE_NAMES if k in asked and k not in target and k in REVEAL_ORDER[d]][:2]
+        parts = [rng.choice(DONTCARE).format(s=_join([DONTCARE_NAMES[k] for k in dontcare]))] if dontcare else []
+        if s.pending == "suggest":
+            return replace(s, pending=""), " ".join([*parts, rng.choice(SUGGEST)])
+        if s.pending == "restate" or not unrevealed:
+            text = rng.choice(RESTATE).format(c=self._phrases(target, list(target), rng))
+            return replace(s, pending="", revealed=s.revealed | set(target)), text
         answer = [k for k in unrevealed if k in asked or (k in ("leaveAt", "arriveBy") and "time" in asked)]
-        dontcare = [k for k in DONTCARE_NAMES if k in asked and k not in target and d != "train"]
-        extra = [k for k in unrevealed if k not in answer][: rng.choice((2, 3))]
-        say = answer + extra
-        parts = []
-        if dontcare:
-            parts.append(rng.choice(DONTCARE).format(s=_join([DONTCARE_NAMES[k] for k in dontcare[:2]])))
-        if say:
-            templates = TRAIN_REVEAL if d == "train" else REVEAL
-            parts.append(rng.choice(templates).format(c=self._phrases(d, target, say, rng)))
+        say = answer + [k for k in unrevealed if k not in answer][: rng.choice((2, 3))]
+        templates = TRAIN_REVEAL if d == "train" else REVEAL
+        parts.append(rng.choice(templates).format(c=self._phrases(target, say, rng)))
         return replace(s, revealed=s.revealed | set(say)), " ".join(parts)
 
     def _plan_book(self, s: _State, d: str, rng: random.Random) -> tuple[_State, str]:
@@ -338,21 +357,18 @@ class RuleUser:
         return replace(s, requested=True), text
 
     @staticmethod
-    def _phrases(domain: str, values: dict[str, str], keys: list[str], rng: random.Random) -> str:
+    def _phrases(values: dict[str, str], keys: list[str], rng: random.Random) -> str:
+        """Constraint phrases for `keys`, values verbatim: 'in the north and with free parking'."""
         parts = []
         for k in keys:
-            v = values[k]
-            key = f"{k}={v}" if k in ("parking", "internet") else k
-            if key not in SLOT_PHRASES:  # e.g. parking values other than yes/no: say them as they are
-                key = "name" if k == "name" else "area" if k == "area" else None
-                if key is None:
-                    parts.append(f"with {k} {v}")
-                    continue
-            parts.append(rng.choice(SLOT_PHRASES[key]).format(v=v))
+            key = f"{k}={values[k]}" if k in ("parking", "internet") else k
+            templates = SLOT_PHRASES.get(key, ("with " + k + " {v}",))  # unexpected values: said as they are
+            parts.append(rng.choice(templates).format(v=values[k]))
         return _join(parts)
 
     @staticmethod
     def _book_phrases(domain: str, book: dict[str, str], rng: random.Random) -> list[str]:
+        """Booking slot phrases: 'for 3 people', 'for 2 nights', 'starting on friday', 'at 18:45'."""
         parts = []
         for k in ("people", "stay", "day", "time"):
             if k not in book:

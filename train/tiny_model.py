@@ -113,7 +113,7 @@ def _signature(name: str) -> str:
     return f"{name}({', '.join(API_DEFS[name][0])})"
 
 
-def _row_lines(domain: str, row: Mapping[str, Any]) -> list[str]:
+def _row_lines(row: Mapping[str, Any]) -> list[str]:
     values = {k: v for k, v in row.items() if k not in _SKIP_COLUMNS and v is not None}
     lines = [str(v) for v in values.values() if isinstance(v, str)]
     lines.append(json.dumps(values))
@@ -124,7 +124,7 @@ def _call(name: str, arguments: Mapping[str, Any]) -> str:
     return f'<tool_call>{{"name": {json.dumps(name)}, "arguments": {json.dumps(arguments)}}}</tool_call>'
 
 
-def _task_lines(task: Task, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+def _task_lines(task: Task) -> list[str]:
     """Goal sentences plus the task's ground-truth calls and (capped) results, as the agent would see them."""
     lines = list(task.message)
     for entry in task.ground_truth.values():
@@ -151,9 +151,9 @@ def build_corpus(rows: Mapping[str, Sequence[Mapping[str, Any]]], tasks: Iterabl
     lines += [" ".join(API_DEFS[n][0]) for n in TOOL_NAMES] + list(DAYS)
     for domain in sorted(rows):
         for row in rows[domain]:
-            lines += _row_lines(domain, row)
+            lines += _row_lines(row)
     for task in sorted(tasks, key=lambda t: t.task_id):
-        lines += _task_lines(task, rows)
+        lines += _task_lines(task)
     trains = rows.get("train") or [{}]
     places = [r for d in ("restaurant", "hotel", "attraction") for r in rows.get(d, [])] or [{}]
     for i in range(max(len(trains), 200)):
@@ -231,8 +231,8 @@ def build_model(tokenizer: Any, seed: int = 0) -> Any:
 
 def init_model(out_dir: str | Path, rows: Mapping[str, Sequence[Mapping[str, Any]]], tasks: Iterable[Task], *,
                vocab_size: int = DEFAULT_VOCAB, seed: int = 0, extra: Iterable[str] = ()) -> Path:
-    """Train the tokenizer, build the model and save both (plus `factory_model.json`) into `out_dir`."""
-    corpus = build_corpus(rows, tasks, extra=extra, seed=seed)
+    """Train the tokenizer, build the model (weights from `seed`) and save both plus `factory_model.json`."""
+    corpus = build_corpus(rows, tasks, extra=extra)  # seed-independent: every seed shares one tokenizer
     tokenizer = train_tokenizer(corpus, vocab_size)
     model = build_model(tokenizer, seed)
     out = Path(out_dir)

@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS runs (
     semantics VARCHAR,                  -- fixed | parity
     beam_size INTEGER,
     seed BIGINT,
-    code_version VARCHAR
+    code_version VARCHAR,
+    tools JSON                          -- tool schemas the agent was offered (NULL for react: in the prompt)
 );
 
 -- rollouts: one row per (run, task, sample), written when the rollout finishes.

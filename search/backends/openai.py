@@ -1,0 +1,145 @@
+"""An OpenAI-compatible chat-completions endpoint as a `Backend` (OpenAI, vLLM, `transformers serve`, ...).
+
+Requests go out concurrently under a semaphore; connection errors, timeouts, 429 and 5xx are retried with
+exponential backoff, and a request that still fails becomes a `Completion` with `error` set (a failed branch,
+never an exception). Tool calls come back as `tool_calls` or as raw `<tool_call>` text in `content` (a server
+whose tokenizer has no response template), and both end up as the same assistant message.
+
+`transformers serve` notes (`shared/notes/stack-checks.md` §1): it only samples when the model's
+`generation_config.json` has `do_sample=True` (or pass `extra_body={"generation_config": json.dumps({...})}`);
+it answers 422 to unknown fields, so only standard fields are sent; it returns HTTP 500 when the model's
+tool-call JSON is malformed and the tokenizer has a response template, so serve a copy without one; `n` is
+ignored, so send one request per sample with distinct seeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+try:
+    import httpx2 as httpx  # the distribution huggingface_hub 2.x depends on
+except ImportError:  # pragma: no cover - older stacks ship plain httpx
+    import httpx  # type: ignore[no-redef]
+
+from search.backends.base import Completion, Message, Request
+from search.backends.parsing import from_openai
+
+RETRY_STATUS = {408, 409, 429}  # plus every 5xx
+_OVERFLOW_HINTS = ("context_length_exceeded", "maximum context length", "too many tokens", "context length")
+
+
+def _failed(error: str, latency_ms: float) -> Completion:
+    return Completion(message={"role": "assistant", "content": ""}, error=error, finish_reason="error",
+                      latency_ms=latency_ms)
+
+
+def wire_message(message: Message) -> Message:
+    """A message in the wire format: tool-call `arguments` as JSON text, each call with an id."""
+    out = dict(message)
+    if out.get("tool_calls"):
+        calls = []
+        for n, call in enumerate(out["tool_calls"]):
+            function = call.get("function", call)
+            arguments = function.get("arguments", {})
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments)
+            calls.append({"id": call.get("id") or f"call_{n}", "type": "function",
+                          "function": {"name": function.get("name"), "arguments": arguments}})
+        out["tool_calls"] = calls
+    return out
+
+
+class OpenAIBackend:
+    """POST /chat/completions at `base_url` (e.g. `http://127.0.0.1:8000/v1`)."""
+
+    def __init__(self, model: str, base_url: str, *, api_key_env: str | None = "OPENAI_API_KEY",
+                 concurrency: int = 8, timeout_s: float = 60, retries: int = 3, backoff_s: float = 0.5,
+                 extra_body: dict[str, Any] | None = None):
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.name = f"openai:{model}@{self.base_url}"
+        self.concurrency, self.timeout_s, self.retries, self.backoff_s = concurrency, timeout_s, retries, backoff_s
+        self.extra_body = dict(extra_body or {})
+        api_key = os.environ.get(api_key_env) if api_key_env else None
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def _session(self) -> tuple[Any, asyncio.Semaphore]:
+        """The client and semaphore of the running loop (both are bound to the loop they first ran on)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._client is None or self._semaphore is None:
+            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
+                                             timeout=httpx.Timeout(self.timeout_s),
+                                             limits=httpx.Limits(max_connections=self.concurrency))
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+            self._loop = loop
+        return self._client, self._semaphore
+
+    def payload(self, request: Request) -> dict[str, Any]:
+        """The JSON body: standard fields only (strict servers reject unknown ones), plus `extra_body`."""
+        params = request.params
+        body: dict[str, Any] = {"model": self.model, "messages": [wire_message(m) for m in request.messages],
+                                "temperature": params.temperature, "top_p": params.top_p,
+                                "max_tokens": params.max_new_tokens}
+        if request.tools:
+            body["tools"] = list(request.tools)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body | self.extra_body
+
+    async def complete(self, request: Request) -> Completion:
+        """One chat completion; failures after the retries come back as `Completion.error`."""
+        client, semaphore = self._session()
+        body = self.payload(request)
+        start = time.perf_counter()
+        error = "no attempt made"
+        for attempt in range(self.retries + 1):
+            delay = self.backoff_s * 2**attempt
+            try:
+                async with semaphore:
+                    response = await client.post("/chat/completions", json=body)
+            except httpx.TransportError as e:  # connection refused, reset, timeouts
+                error = f"{type(e).__name__}: {str(e) or 'transport error'}"
+            else:
+                latency_ms = (time.perf_counter() - start) * 1000
+                if response.status_code == 200:
+                    return self._completion(response, latency_ms, attempt)
+                error = f"HTTP {response.status_code}: {response.text[:300]}"
+                if response.status_code == 400 and any(h in response.text.lower() for h in _OVERFLOW_HINTS):
+                    return Completion(message={"role": "assistant", "content": ""}, latency_ms=latency_ms,
+                                      finish_reason="context_overflow", extra={"server_error": error})
+                if response.status_code not in RETRY_STATUS and response.status_code < 500:
+                    return _failed(error, latency_ms)
+                retry_after = response.headers.get("retry-after", "")
+                if retry_after.replace(".", "", 1).isdigit():
+                    delay = max(delay, min(float(retry_after), 60.0))
+            if attempt < self.retries:
+                await asyncio.sleep(delay)
+        return _failed(f"{error} (after {self.retries + 1} attempts)", (time.perf_counter() - start) * 1000)
+
+    def _completion(self, response: Any, latency_ms: float, attempt: int) -> Completion:
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            reply = choice.get("message") or {}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            return _failed(f"malformed response ({type(e).__name__}): {response.text[:300]}", latency_ms)
+        message, parse_error = from_openai(reply.get("content"), reply.get("tool_calls"))
+        usage = data.get("usage") or {}
+        return Completion(message=message, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                          completion_tokens=int(usage.get("completion_tokens") or 0), latency_ms=latency_ms,
+                          parse_error=parse_error,
+                          finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+                          extra={"attempts": attempt + 1, "server_finish_reason": choice.get("finish_reason")})
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (when it belongs to the running loop)."""
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = self._semaphore = self._loop = None

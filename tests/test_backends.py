@@ -1,0 +1,253 @@
+"""Backends on real components: the tiny model through transformers, and a real `transformers serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from search.backends.base import BackendError, Request, SamplingParams
+from toolwoz.schemas import tool_schemas
+from train import tiny_model
+
+SYSTEM = {"role": "system", "content": "You are a Cambridge travel agent."}
+USERS = ["I need a train to cambridge on monday.", "Find me a cheap hotel in the east with free parking please.",
+         "Hi", "Is there a museum in the centre? I would also like the phone number and postcode of it."]
+SERVING_MODULES = ("fastapi", "uvicorn", "openai", "starlette")  # transformers[serving]
+
+
+@pytest.fixture(scope="session")
+def model_dir(env, tmp_path_factory) -> Path:
+    tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[:200]
+    rows = {d: r[:500] for d, r in env.rows.items()}
+    return tiny_model.init_model(tmp_path_factory.mktemp("backends") / "tiny", rows, tasks, vocab_size=2000)
+
+
+@pytest.fixture(scope="session")
+def backend(model_dir):
+    from search.backends.transformers import TransformersBackend
+
+    return TransformersBackend(str(model_dir), device="cpu", max_batch=16)
+
+
+def _request(user: str = USERS[0], *, seed: int | None = 0, temperature: float = 1.0, max_new_tokens: int = 24,
+             top_p: float = 1.0) -> Request:
+    return Request([SYSTEM, {"role": "user", "content": user}], tool_schemas(),
+                   SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed))
+
+
+def _text(completion) -> str:
+    return json.dumps(completion.message, sort_keys=True)
+
+
+def test_concurrent_completes_run_as_one_batch(backend):
+    requests = [_request(USERS[i % len(USERS)], seed=i) for i in range(8)]
+
+    async def run():
+        return await asyncio.gather(*(backend.complete(r) for r in requests))
+
+    before = (backend.stats.batches, backend.stats.rows)
+    completions = asyncio.run(run())
+    assert (backend.stats.batches - before[0], backend.stats.rows - before[1]) == (1, 8)
+    for c in completions:
+        assert c.error is None and c.message["role"] == "assistant"
+        assert c.prompt_tokens > 0 and 0 < c.completion_tokens <= 24 and c.latency_ms > 0
+        assert c.finish_reason in ("stop", "length")
+    assert [c.extra["seed"] for c in completions] == list(range(8))
+
+
+def test_more_requests_than_max_batch_are_split(model_dir):
+    from search.backends.transformers import TransformersBackend
+
+    small = TransformersBackend(str(model_dir), device="cpu", max_batch=3)
+
+    async def run():
+        try:
+            return await asyncio.gather(*(small.complete(_request(seed=i, max_new_tokens=4)) for i in range(7)))
+        finally:
+            await small.aclose()
+
+    assert len(asyncio.run(run())) == 7 and (small.stats.batches, small.stats.rows) == (3, 7)
+
+
+def test_seeds_decide_the_sample(backend):
+    first = backend.generate_batch([_request(seed=s) for s in range(8)])
+    again = backend.generate_batch([_request(seed=s) for s in range(8)])
+    assert [_text(c) for c in first] == [_text(c) for c in again]
+    assert len({_text(c) for c in first}) >= 7  # an untrained model at T=1: near-uniform tokens
+    unseeded = backend.generate_batch([_request(seed=None), _request(seed=None)])
+    assert unseeded[0].extra["seed"] != unseeded[1].extra["seed"]  # the drawn seed is recorded
+
+
+def test_batched_rows_equal_rows_run_alone(backend):
+    # Different prompt lengths (left padding), temperatures, top_p and limits in one batch.
+    requests = [_request(USERS[0], seed=1), _request(USERS[1], seed=2, temperature=0.7, top_p=0.9),
+                _request(USERS[2], seed=3, max_new_tokens=5), _request(USERS[3], seed=4, temperature=0),
+                _request(USERS[1], seed=5, temperature=1.3, max_new_tokens=40)]
+    batched = backend.generate_batch(requests)
+    alone = [backend.generate_batch([r])[0] for r in requests]
+    assert [_text(c) for c in batched] == [_text(c) for c in alone]
+    assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in alone]
+    assert batched[2].completion_tokens <= 5 and batched[4].completion_tokens <= 40
+
+
+def test_temperature_zero_is_greedy(backend):
+    import torch
+
+    from search.backends.parsing import parse_assistant
+
+    completions = backend.generate_batch([_request(seed=s, temperature=0, max_new_tokens=12) for s in range(3)])
+    assert len({_text(c) for c in completions}) == 1
+    ids = backend.render(_request())
+    with torch.inference_mode():  # plain transformers greedy decoding of the same prompt
+        out = backend.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     do_sample=False, max_new_tokens=12, temperature=1.0, top_k=50, top_p=1.0,
+                                     eos_token_id=backend.eos_ids, pad_token_id=backend.pad_id)
+    new = out[0, len(ids):].tolist()
+    end = next((k for k, t in enumerate(new) if t in backend.eos_ids), len(new))
+    assert completions[0].completion_tokens == min(end + 1, len(new))
+    text = backend.tokenizer.decode(new[:end], skip_special_tokens=True)
+    assert completions[0].message == parse_assistant(text, backend.tokenizer)[0]
+
+
+def test_context_overflow_is_reported_without_running(backend):
+    long = " ".join(["cambridge"] * 3000)
+    before = backend.stats.rows
+    ok, over, tight = backend.generate_batch([_request(), _request(long), _request(max_new_tokens=2000)])
+    assert backend.stats.rows - before == 1
+    for c in (over, tight):
+        assert c.finish_reason == "context_overflow" and c.message == {"role": "assistant", "content": ""}
+        assert c.completion_tokens == 0 and c.prompt_tokens > c.extra["context_budget"]
+    assert ok.finish_reason in ("stop", "length")
+
+
+def test_template_errors_fail_the_row_only(backend):
+    bad = Request([{"role": "narrator", "content": "x"}], None, SamplingParams(max_new_tokens=4, seed=0))
+    bad_row, good = backend.generate_batch([bad, _request(max_new_tokens=4)])
+    assert bad_row.finish_reason == "error" and "unknown role" in bad_row.error
+    assert good.error is None
+
+
+def test_bad_model_path_is_a_backend_error(tmp_path):
+    from search.backends.transformers import TransformersBackend
+
+    with pytest.raises(BackendError, match="cannot load a tokenizer"):
+        TransformersBackend(str(tmp_path / "no" / "such-model"))
+
+
+def test_tokenizer_without_chat_template_is_a_backend_error(model_dir, tmp_path):
+    from search.backends.transformers import TransformersBackend
+
+    copy = Path(shutil.copytree(model_dir, tmp_path / "plain"))
+    (copy / "chat_template.jinja").unlink()
+    with pytest.raises(BackendError, match="no chat template"):
+        TransformersBackend(str(copy))
+
+
+# -- OpenAI-compatible endpoint -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_endpoint_is_a_completion_error():
+    from search.backends.openai import OpenAIBackend
+
+    client = OpenAIBackend("tiny", f"http://127.0.0.1:{_free_port()}/v1", retries=2, backoff_s=0.01, timeout_s=2)
+
+    async def run():
+        try:
+            return await asyncio.gather(client.complete(_request()), client.complete(_request(seed=1)))
+        finally:
+            await client.aclose()
+
+    start = time.monotonic()
+    completions = asyncio.run(run())
+    assert time.monotonic() - start < 5
+    for c in completions:
+        assert c.finish_reason == "error" and "after 3 attempts" in c.error
+        assert c.message == {"role": "assistant", "content": ""}
+
+
+@pytest.fixture(scope="session")
+def openai_server(model_dir, tmp_path_factory):
+    """`transformers serve` on a copy of the tiny model whose tokenizer has no response template (so malformed
+    tool-call JSON comes back as text instead of HTTP 500)."""
+    import httpx2
+
+    missing = [m for m in SERVING_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"`transformers serve` needs {', '.join(missing)} (pip install 'transformers[serving]')")
+    served = Path(shutil.copytree(model_dir, tmp_path_factory.mktemp("served") / "tiny"))
+    config = json.loads((served / "tokenizer_config.json").read_text())
+    config.pop("response_template", None)
+    (served / "tokenizer_config.json").write_text(json.dumps(config))
+    port = _free_port()
+    cli = str(Path(sys.executable).with_name("transformers"))
+    proc = subprocess.Popen([cli, "serve", str(served), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("transformers serve did not come up within 90 s")
+            time.sleep(0.2)
+        yield str(served), f"{base}/v1"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_openai_backend_against_transformers_serve(openai_server):
+    from search.backends.openai import OpenAIBackend
+
+    served, url = openai_server
+    client = OpenAIBackend(served, url, concurrency=4, retries=1, backoff_s=0.1)
+    history = [SYSTEM, {"role": "user", "content": USERS[0]},
+               {"role": "assistant", "content": "", "tool_calls": [
+                   {"type": "function", "function": {"name": "search_train", "arguments": {"day": "monday"}}}]},
+               {"role": "tool", "tool_call_id": "call_0", "content": '[{"trainID": "TR7075"}]'}]
+
+    async def run():
+        try:
+            first = await client.complete(_request(seed=3, max_new_tokens=16))
+            again = await client.complete(_request(seed=3, max_new_tokens=16))
+            rest = await asyncio.gather(
+                client.complete(Request(history, tool_schemas(), SamplingParams(max_new_tokens=8, seed=1))),
+                *(client.complete(_request(USERS[i], seed=i, max_new_tokens=8)) for i in range(3)))
+            return first, again, rest
+        finally:
+            await client.aclose()
+
+    first, again, rest = asyncio.run(run())
+    for c in (first, again, *rest):
+        assert c.error is None, c.error
+        assert c.message["role"] == "assistant" and isinstance(c.message["content"], str)
+        assert c.prompt_tokens > 0 and c.completion_tokens > 0 and c.latency_ms > 0
+    assert first.completion_tokens <= 16 and all(c.completion_tokens <= 8 for c in rest)
+    assert first.message == again.message  # sequential requests with one seed repeat (the server seeds globally)

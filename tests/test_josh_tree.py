@@ -1,0 +1,111 @@
+"""JOSH tree invariants over random reward sequences (hypothesis), with real tools and rewards.
+
+The agent here is a scripted policy, not a model: on each turn it flips a seeded coin and either makes a
+goal-satisfying call (the task's own goal constraints, through the real DuckDB tools) or just talks. That
+makes rewards land at random places in the tree, which is what the invariants are about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from search.backends.base import Completion, Request
+from search.josh import SearchConfig, run_rollout
+from search.runner import ToolRunner
+from toolwoz.audit import fixed_oracle_calls
+
+
+class CoinAgent:
+    """Per turn: with probability `p` call a random goal's oracle call, else say something."""
+
+    name = "coin"
+
+    def __init__(self, oracle: list[tuple[str, dict]], p: float):
+        self.oracle, self.p = oracle, p
+
+    async def complete(self, request: Request) -> Completion:
+        rng = random.Random(request.params.seed)
+        last = request.messages[-1]
+        if last["role"] != "tool" and self.oracle and rng.random() < self.p:
+            name, args = rng.choice(self.oracle)
+            call = {"id": "c0", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+            return Completion({"role": "assistant", "content": "", "tool_calls": [call]}, completion_tokens=5)
+        return Completion({"role": "assistant", "content": f"ok {rng.randint(0, 9)}"}, completion_tokens=2)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class EchoUser:
+    def __init__(self, turns: int):
+        self.turns = turns
+
+    def reply(self, history):
+        n = sum(m["role"] == "user" for m in history)
+        return "END_CONVERSATION" if n >= self.turns else f"please continue ({n})"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(beam=st.sampled_from([1, 2, 4, 8]), p=st.floats(0.0, 1.0), seed=st.integers(0, 10_000),
+       task_index=st.integers(0, 1597), user_turns=st.integers(1, 12), collapse=st.sampled_from(
+           ["first", "fewest-tokens", "random"]))
+def test_tree_invariants(env, beam, p, seed, task_index, user_turns, collapse):
+    task = sorted(env.tasks.values(), key=lambda t: t.task_id)[task_index]
+    oracle = [(c.name, c.normalised) for c in fixed_oracle_calls(env, task) if c.ok]
+    cfg = SearchConfig(beam=beam, max_steps=8, seed=seed, collapse=collapse)
+    result = asyncio.run(run_rollout(task, CoinAgent(oracle, p), EchoUser(user_turns), ToolRunner(env), cfg,
+                                     rollout_id="r", run_id="run"))
+    nodes = {n["node_id"]: n for n in result.nodes}
+    rollout = result.rollout
+    assert rollout["status"] == "done" and rollout["n_nodes"] == len(nodes)
+
+    # structure: parents exist, paths follow parents, depth = len(path) - 1
+    for n in nodes.values():
+        if n["parent_id"] is None:
+            assert n["node_id"] == 0 and n["path"] == [0]
+        else:
+            assert n["path"] == nodes[n["parent_id"]]["path"] + [n["node_id"]]
+        assert n["depth"] == len(n["path"]) - 1
+    # width: at most `beam` nodes are created per step; the first steps double 1 -> 2 -> 4 ...
+    per_step = Counter(n["created_step"] for n in nodes.values() if n["created_step"] > 0)
+    assert all(count <= beam for count in per_step.values())
+    # golden nodes form one root-to-node path; golden implies successful
+    golden = [n for n in nodes.values() if n["is_golden"]]
+    if golden:
+        deepest = max(golden, key=lambda n: n["depth"])
+        assert {n["node_id"] for n in golden} == set(deepest["path"])
+    assert all(n["is_successful"] for n in golden)
+    # credited rewards = goals removed = goals_done; each credited on a golden node, each goal once
+    credited = [r for r in result.rewards if r["credited"]]
+    assert len(credited) == rollout["goals_done"] == len({r["goal"] + r["domain"] for r in credited})
+    assert all(nodes[r["node_id"]]["is_golden"] for r in credited)
+    assert rollout["reward"] == rollout["goals_done"] / rollout["goals_total"]
+    assert {(r["domain"], r["goal"]) for r in credited} <= set(task.goals())
+    # every matched reward sits on a successful node; pruned nodes are leaves; live leaves are all ended
+    assert all(nodes[r["node_id"]]["is_successful"] for r in result.rewards)
+    children = Counter(n["parent_id"] for n in nodes.values())
+    assert all(children[n["node_id"]] == 0 for n in nodes.values() if n["end_reason"] == "pruned")
+    assert all(n["ended"] for n in nodes.values() if children[n["node_id"]] == 0)
+    # messages are deltas: the root opens with the system prompt and the user's first message
+    root_messages = [m for m in result.messages if m["node_id"] == 0]
+    assert [m["role"] for m in root_messages] == ["system", "user"]
+    # siblings sample with distinct seeds
+    seeds = Counter((n["parent_id"], n["seed"]) for n in nodes.values())
+    assert max(seeds.values()) == 1
+
+
+def test_beam_one_is_a_single_conversation(env):
+    task = env.tasks["MUL0003.json"]
+    oracle = [(c.name, c.normalised) for c in fixed_oracle_calls(env, task) if c.ok]
+    cfg = SearchConfig(beam=1, max_steps=10, seed=1, finish_dialogue=True)
+    result = asyncio.run(run_rollout(task, CoinAgent(oracle, 0.7), EchoUser(6), ToolRunner(env), cfg,
+                                     rollout_id="r", run_id="run"))
+    assert [n["path"] for n in result.nodes] == [list(range(i + 1)) for i in range(len(result.nodes))]
+    assert result.rollout["end_reason"] == "user_ended"
+    assert not any(n["end_reason"] == "pruned" for n in result.nodes)

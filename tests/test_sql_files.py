@@ -1,0 +1,62 @@
+"""Every SQL file of the project parses as DuckDB SQL and names what it holds.
+
+A file under `sql/toolwoz/`, `sql/views/` or `sql/queries/` holds one statement named after the file. A
+migration (`sql/schema/NNNN_*.sql`) is the one kind of file that holds several statements: its header names the
+migration and every statement is a CREATE preceded by a comment naming its table.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+import sql
+
+FILES = sql.files()
+HEADER = re.compile(r"^-- (?P<name>[\w.]+): \S")
+
+
+def qualified_name(create: exp.Create) -> str:
+    table = create.this.find(exp.Table)
+    return ".".join(p for p in (table.db, table.name) if p)
+
+
+def parse(path: Path) -> tuple[re.Match[str] | None, list[exp.Expression]]:
+    text = path.read_text()
+    statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
+    return HEADER.match(text.splitlines()[0] if text else ""), statements
+
+
+def test_there_are_sql_files() -> None:
+    assert {f.stem for f in FILES} >= {"restaurant", "hotel", "attraction", "train", "tasks", "hidden_rows"}
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if p.parent.name != "schema"],
+                         ids=lambda p: str(p.relative_to(sql.ROOT)))
+def test_sql_file_is_one_named_statement(path: Path) -> None:
+    header, statements = parse(path)
+    assert len(statements) == 1
+    assert header, f"{path.name} must start with '-- <object name>: <what it holds>'"
+    statement = statements[0]
+    if isinstance(statement, exp.Create):
+        assert statement.this.find(exp.Table).name == path.stem
+        assert header["name"] == qualified_name(statement)
+    else:  # a named query: the header names the file
+        assert isinstance(statement, exp.Query)
+        assert header["name"] == path.stem
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if p.parent.name == "schema"], ids=lambda p: p.name)
+def test_migration_names_itself_and_every_table(path: Path) -> None:
+    header, statements = parse(path)
+    assert re.fullmatch(r"\d{4}_\w+", path.stem)
+    assert header and header["name"] == path.stem
+    assert statements
+    for statement in statements:
+        assert isinstance(statement, exp.Create)
+        names = [c.strip().split(":")[0] for c in statement.comments or []]
+        assert qualified_name(statement) in names, f"no '-- {qualified_name(statement)}: ...' comment"
