@@ -16,9 +16,10 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -45,7 +46,9 @@ class Call:
 
     @property
     def shape(self) -> tuple:
-        return self.request.name, tuple(self.request.arguments), bool(self.hidden)
+        """What `run_many` groups by: one query per shape (a book looks up by its uid alone)."""
+        keys = tuple(self.request.arguments) if self.limit is not None else (UID_KEY[self.domain],)
+        return self.request.name, keys, bool(self.hidden)
 
 
 def workload(env: ToolEnv) -> list[Call]:
@@ -151,70 +154,85 @@ def check(calls: Sequence[Call], answers: dict[str, list[Served]]) -> None:
                      + "; ".join(f"{w} ids={ids} n={n}" for w, (ids, n) in got.items()))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--multiwoz", default=os.environ.get("FACTORY_MULTIWOZ") or REPO.parent / "shared/multiwoz")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=1)
-    args = parser.parse_args()
-
-    env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(args.multiwoz)))
-    everything = workload(env)
-    checked = env.call_many([c.request for c in everything])
-    calls = [c for c, r in zip(everything, checked) if not rejected(r)]
-    trains = [c for c in calls if c.request.name == "search_train"]
+def measure(env: ToolEnv, calls: list[Call], batch: int, repeat: int) -> tuple[dict, dict]:
+    """Timed passes of every way (after a warm-up); per-way µs overall and for search_train. Checks answers."""
     keyed_rows = {d: [keyed(d, r) for r in rows] for d, rows in env.rows.items()}
     frames = {d: pd.DataFrame(rows) for d, rows in keyed_rows.items()}
     each = {"a": single_way(env), "c": pandas_way(frames), "d": python_way(keyed_rows)}
-    # (b*) is (b) with each chunk holding one request shape: the best case for `run_many`'s grouping.
+    trains = [c for c in calls if c.request.name == "search_train"]
+
     def by_shape(cs: list[Call]) -> list[Call]:
         return sorted(cs, key=lambda c: repr(c.shape))
+    # (b*) is (b) with chunks of one request shape each: the best case for `run_many`'s per-shape queries.
     batched = {"b": (calls, trains), "b*": (by_shape(calls), by_shape(trains))}
 
     for run in each.values():
         time_each(run, calls[:WARMUP])
-    time_batched(env, calls[: WARMUP * 2], args.batch)
+    time_batched(env, calls[: WARMUP * 2], batch)
     times: dict[str, list[float]] = {w: [] for w in [*each, *batched]}
     train_times: dict[str, list[float]] = {w: [] for w in times}
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         answers: dict[str, list[Served]] = {}
         for way, run in each.items():
             answers[way], t = time_each(run, calls)
             times[way] += t
             train_times[way] += [x for x, c in zip(t, calls) if c.request.name == "search_train"]
         for way, (order, train_order) in batched.items():
-            got, t = time_batched(env, order, args.batch)
+            got, t = time_batched(env, order, batch)
             by_call = dict(zip(map(id, order), got))
             answers[way] = [by_call[id(c)] for c in calls]  # back to workload order
             times[way] += t
-            train_times[way] += time_batched(env, train_order, args.batch)[1]
+            train_times[way] += time_batched(env, train_order, batch)[1]
         check(calls, answers)
+    return times, train_times
 
-    skipped = len(everything) - len(calls)
-    print(f"{len(env.tasks)} tasks (test+val), {len(calls)} calls compared ({len(trains)} search_train), "
-          f"{skipped} skipped (rejected by validation); all four ways serve the same rows. repeat={args.repeat}")
-    labels = {"a": "(a) single DuckDB", "b": f"(b) batched DuckDB @{args.batch}", "c": "(c) pandas masks+iterrows",
-              "d": "(d) Python list scan", "b*": f"(b*) batched @{args.batch}, 1 shape/chunk"}
+
+def report(times: dict, train_times: dict, calls: list[Call], batch: int, repeat: int) -> None:
+    labels = {"a": "(a) single DuckDB", "b": f"(b) batched DuckDB @{batch}", "c": "(c) pandas masks+iterrows",
+              "d": "(d) Python list scan", "b*": f"(b*) batched @{batch}, 1 shape/chunk"}
     print(f"\n{'way':<34}{'p50 µs':>10}{'p99 µs':>10}{'calls':>8}{'search_train p50 µs':>22}")
     for way in ("a", "b", "c", "d", "b*"):
-        n = len(calls) * args.repeat
-        print(f"{labels[way]:<34}{p(times[way], 50):>10.1f}{p(times[way], 99):>10.1f}{n:>8}"
+        print(f"{labels[way]:<34}{p(times[way], 50):>10.1f}{p(times[way], 99):>10.1f}{len(calls) * repeat:>8}"
               f"{p(train_times[way], 50):>22.1f}")
+    shapes = [len({c.shape for c in calls[i : i + batch]}) for i in range(0, len(calls), batch)]
+    print(f"(b), (b*): chunk time / chunk size, percentiles over chunks; their search_train column batches "
+          f"search_train calls only. A (b) chunk holds {statistics.mean(shapes):.1f} request shapes on average "
+          "(one query each).")
     p50 = {w: p(t, 50) for w, t in times.items()}
-    print("(b)/(b*) p50 per call: chunk time / chunk size, percentiles over chunks; others per call.")
-    print(f"\n(c)/(b) p50  batched vs reference approach: {p50['c'] / p50['b']:8.1f}x   (b*: {p50['c'] / p50['b*']:.1f}x)")
-    print(f"(c)/(a) p50  single vs reference approach:  {p50['c'] / p50['a']:8.1f}x")
-    print(f"(a)/(b) p50  batching gain:                  {p50['a'] / p50['b']:8.1f}x   (b*: {p50['a'] / p50['b*']:.1f}x)")
+    ratio = {"c/b": p50["c"] / p50["b"], "c/b*": p50["c"] / p50["b*"]}
+    print(f"\n(c)/(b) p50  batched vs reference approach: {ratio['c/b']:7.1f}x   (b*: {ratio['c/b*']:.1f}x)")
+    print(f"(c)/(a) p50  single vs reference approach:  {p50['c'] / p50['a']:7.1f}x")
+    print(f"(a)/(b) p50  batching gain:                  {p50['a'] / p50['b']:7.1f}x   "
+          f"(b*: {p50['a'] / p50['b*']:.1f}x)")
     print(f"(c) search_train p50: {p(train_times['c'], 50):.0f} µs here vs {REFERENCE_SEARCH_TRAIN_US:.0f} µs "
-          "measured for the reference (issue)")
-
-    def verdict(ok: bool) -> str:
-        return "MET" if ok else "MISSED"
-    print(f"\ntargets: batched p50 ≤ {TARGET_BATCHED_US:.0f} µs/call at batch 64 (here @{args.batch}): "
-          f"{verdict(p50['b'] <= TARGET_BATCHED_US)} ({p50['b']:.1f}; b*: {p50['b*']:.1f})")
-    print(f"         single p50 ≤ {TARGET_SINGLE_US:.0f} µs: {verdict(p50['a'] <= TARGET_SINGLE_US)} ({p50['a']:.1f})")
+          "measured for the reference approach (issue)")
+    verdict = {True: "MET", False: "MISSED"}
+    print(f"\ntargets: batched p50 ≤ {TARGET_BATCHED_US:.0f} µs/call at batch 64 (here @{batch}): "
+          f"{verdict[p50['b'] <= TARGET_BATCHED_US]} ({p50['b']:.1f}; b*: {p50['b*']:.1f})")
+    single_ok = verdict[p50["a"] <= TARGET_SINGLE_US]
+    print(f"         single p50 ≤ {TARGET_SINGLE_US:.0f} µs: {single_ok} ({p50['a']:.1f})")
     print(f"         batched ≥ {TARGET_SPEEDUP:.0f}x the reference approach: "
-          f"{verdict(p50['c'] / p50['b'] >= TARGET_SPEEDUP)} ({p50['c'] / p50['b']:.1f}x; b*: {p50['c'] / p50['b*']:.1f}x)")
+          f"{verdict[ratio['c/b'] >= TARGET_SPEEDUP]} ({ratio['c/b']:.1f}x; b*: {ratio['c/b*']:.1f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--multiwoz", default=os.environ.get("FACTORY_MULTIWOZ") or REPO.parent / "shared/multiwoz",
+                        help="MultiWOZ folder or zip (default: $FACTORY_MULTIWOZ, else ../shared/multiwoz)")
+    parser.add_argument("--batch", type=int, default=64, help="calls per call_many in (b) (default 64)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed passes per way (default 1)")
+    args = parser.parse_args()
+
+    env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(args.multiwoz)))
+    everything = workload(env)
+    checked = env.call_many([c.request for c in everything])
+    calls = [c for c, r in zip(everything, checked) if not rejected(r)]
+    times, train_times = measure(env, calls, args.batch, args.repeat)
+    n_train = sum(c.request.name == "search_train" for c in calls)
+    print(f"{len(env.tasks)} tasks (test+val), {len(calls)} calls compared ({n_train} search_train), "
+          f"{len(everything) - len(calls)} skipped (rejected by validation); the four ways served the same rows "
+          f"on every call. repeat={args.repeat}")
+    report(times, train_times, calls, args.batch, args.repeat)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ COMMANDS = {
     "toolwoz": "factory.commands.toolwoz:toolwoz",
     "model": "factory.commands.model:model",
     "eval": "factory.commands.eval:eval_command",
+    "harvest": "factory.commands.harvest:harvest",
     "sql": "factory.commands.sql:sql_command",
     "runs": "factory.commands.runs:runs",
 }

@@ -28,3 +28,9 @@ class WarehouseBusy(UserError):
 
 class NotBuilt(UserError):
     """The warehouse has no ToolWOZ tables yet."""
+
+
+class Interrupted(FactoryError):
+    """Ctrl-C: what finished is committed; re-running the command resumes."""
+
+    exit_code = 130

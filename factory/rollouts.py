@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from factory import runs, warehouse
-from factory.errors import UserError
+from factory.errors import Interrupted, UserError
 from factory.runs import RunSettings
-from search.backends import BackendError, load_backend
+from factory.models import default_agent
+from search.backends import BackendError, backend_kind, load_backend
 from search.backends.base import Backend, Request, SamplingParams
-from search.josh import RolloutResult, branch_seed, run_rollout
+from search.josh import RolloutResult, SearchConfig, branch_seed, run_rollout
 from search.runner import ToolRunner, run_all
 from toolwoz import multiwoz, tables
 from toolwoz.tasks import Task, check_split
@@ -81,6 +83,20 @@ def _user_factory(settings: RunSettings, user_backend: Backend | None) -> Callab
     return lambda task, sample: LLMUser(task.message, complete)
 
 
+def build_settings(kind: str, agent: str | None, search: SearchConfig, *, base_url: str | None, user: str,
+                   user_model: str | None, user_base_url: str | None, split: str, limit: int | None,
+                   task_ids: str | None, concurrency: int) -> RunSettings:
+    """RunSettings from command-line values (the default agent when `agent` is None)."""
+    agent = agent or default_agent()
+    kind_of_backend = backend_kind(agent)
+    if kind_of_backend == "transformers" and Path(agent).is_absolute() and not Path(agent).exists():
+        raise UserError(f"no model folder at {agent}; run `factory model init` or pass --agent")
+    return RunSettings(kind=kind, agent=agent, backend=kind_of_backend, user=user, user_model=user_model,
+                       split=split, search=search, base_url=base_url, limit=limit,
+                       tasks=[t.strip() for t in task_ids.split(",") if t.strip()] if task_ids else None,
+                       concurrency=concurrency, extra={"user_base_url": user_base_url} if user_base_url else {})
+
+
 def rollout_id(run_id: str, task: Task, sample: int) -> str:
     return f"{run_id}/{task.task_id}/{sample}"
 
@@ -115,7 +131,8 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
             status = "done"
         except KeyboardInterrupt:
             status = "interrupted"
-            raise
+            raise Interrupted(f"interrupted: {report.new_rollouts} rollouts of run {run_id} committed; "
+                              "run the same command again to resume") from None
         finally:
             report.seconds = time.monotonic() - start
             report.status = status
@@ -146,3 +163,13 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
             await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
         finally:
             await agent.aclose()
+
+
+def summary(view: str, warehouse_path: str, report: RunReport) -> dict[str, Any]:
+    """The run's row of `view` (eval_summary / harvest_summary) plus this invocation's timing."""
+    with warehouse.opened(warehouse_path, read_only=True) as con:
+        cur = con.execute(f"SELECT * FROM {view} WHERE run_id = ?", [report.run_id])  # view: ours
+        row = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+    rate = report.new_rollouts / report.seconds * 60 if report.seconds else 0.0
+    return row | {"new_rollouts": report.new_rollouts, "resumed_skipped": report.skipped,
+                  "seconds": round(report.seconds, 1), "conversations_per_min": round(rate, 2)}

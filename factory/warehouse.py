@@ -201,7 +201,7 @@ class Writer:
             con.execute("BEGIN TRANSACTION")
             try:
                 for name, rows in tables.items():
-                    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
+                    table = rows if isinstance(rows, pa.Table) else to_arrow(rows)
                     if table.num_rows:
                         con.register("_factory_rows", table)
                         con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _factory_rows")  # name: ours
@@ -212,6 +212,16 @@ class Writer:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+
+
+def to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as an Arrow table with the union of their keys (a key missing from a row is NULL there).
+
+    `pa.Table.from_pylist` takes the columns from the first row only, which would silently drop the
+    rest when the first row lacks a key.
+    """
+    keys = dict.fromkeys(k for row in rows for k in row)
+    return pa.table({k: [row.get(k) for row in rows] for k in keys})
 
 
 def _describe_holder(text: str) -> str:

@@ -52,6 +52,8 @@ class SearchConfig:
     distinct_seeds: bool = True  # False = the reference: every sibling samples with the same seed
     credit_all: bool = True  # False = the reference: only the first goal of the target's turn is credited
     finish_dialogue: bool = False  # keep going after the last goal until the user ends the conversation
+    keep_unrewarded: bool = True  # False = the reference: drop the branches grown after the last collapse
+    serial: bool = False  # True = the reference's schedule: step one leaf at a time (benchmarks)
 
 
 @dataclass
@@ -164,6 +166,14 @@ class Rollout:
         if turn.end in ("error", "context_overflow"):
             node.end(turn.end, turn.error)
 
+    async def _each(self, step: Any, nodes: list[Node]) -> None:
+        """Run `step` for every node: all at once (batched by the backend), or one by one (`serial`)."""
+        if self.cfg.serial:
+            for node in nodes:
+                await step(node)
+        else:
+            await asyncio.gather(*(step(node) for node in nodes))
+
     def _target(self, rewarded: list[Node]) -> Node:
         if self.cfg.collapse == "fewest-tokens":
             return min(rewarded, key=lambda n: (n.turn.completion_tokens, n.node_id))
@@ -211,13 +221,13 @@ class Rollout:
             self.steps += 1
             width = 2 if 2 * len(live) <= self.cfg.beam else 1
             children = [self._new_node(leaf, self.steps) for leaf in live for _ in range(width)]
-            await asyncio.gather(*(self._agent_turn(c) for c in children))
+            await self._each(self._agent_turn, children)
             self._collapse(children)
             if not self.open_goals and not self.cfg.finish_dialogue:
                 for leaf in self.live_leaves():
                     leaf.end("all_goals")
                 continue
-            await asyncio.gather(*(self._user_turn(c) for c in self.live_leaves()))
+            await self._each(self._user_turn, self.live_leaves())
         for leaf in self.live_leaves():
             leaf.end("max_steps")
         return self._result(started, end_reason)
@@ -229,7 +239,7 @@ class Rollout:
         rollout = {
             "rollout_id": self.rollout_id, "run_id": self.run_id, "task_id": self.task.task_id,
             "sample": self.sample, "status": "done", "reward": done / total if total else 0.0,
-            "goals_total": total, "goals_done": done, "n_nodes": len(self.nodes), "n_steps": self.steps,
+            "goals_total": total, "goals_done": done, "n_nodes": 0, "n_steps": self.steps,
             "end_reason": end_reason if not (errors and len(self.nodes) <= 2) else "error",
             "prompt_tokens": sum(n.turn.prompt_tokens for n in self.nodes),
             "completion_tokens": sum(n.turn.completion_tokens for n in self.nodes),
@@ -237,7 +247,11 @@ class Rollout:
         }
         credited = {(n.node_id, g) for n, g in self.credited}
         nodes, messages, calls, rewards = [], [], [], []
-        for n in self.nodes:
+        kept = self.nodes
+        if not self.cfg.keep_unrewarded:  # the reference never stores the tree grown after the last collapse
+            last = max((n.step for n, _ in self.credited), default=0)
+            kept = [n for n in self.nodes if n.step <= last or n.is_golden]
+        for n in kept:
             nodes.append({"rollout_id": self.rollout_id, "node_id": n.node_id,
                           "parent_id": n.parent.node_id if n.parent else None,
                           "path": [p.node_id for p in n.path], "depth": len(n.path) - 1, "created_step": n.step,
@@ -253,6 +267,7 @@ class Rollout:
             for domain, api in n.matched:
                 rewards.append({"rollout_id": self.rollout_id, "node_id": n.node_id, "step": n.step, "goal": api,
                                 "domain": domain, "credited": (n.node_id, (domain, api)) in credited})
+        rollout["n_nodes"] = len(nodes)
         return RolloutResult(rollout, nodes, messages, calls, rewards)
 
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from toolwoz import multiwoz, tables
 from toolwoz.tools import ToolEnv
+from train import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MULTIWOZ_DIR = Path(os.environ.get("FACTORY_MULTIWOZ") or SHARED / "multiwoz")
 REFERENCE_DIR = SHARED / "toolwoz-reference"
 FACTORY = [sys.executable, "-m", "factory.cli"]
+SERVING_MODULES = ("fastapi", "uvicorn", "openai", "starlette")  # transformers[serving]
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -50,3 +58,57 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert lines and lines[-1].startswith("Error: "), result.stderr
     assert "Traceback" not in result.stderr
     return lines[-1]
+
+
+@pytest.fixture(scope="session")
+def model_dir(env, tmp_path_factory) -> Path:
+    tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[:200]
+    rows = {d: r[:500] for d, r in env.rows.items()}
+    return tiny_model.init_model(tmp_path_factory.mktemp("backends") / "tiny", rows, tasks, vocab_size=2000)
+
+
+@pytest.fixture(scope="session")
+def openai_server(model_dir, tmp_path_factory):
+    """`transformers serve` on a copy of the tiny model whose tokenizer has no response template (so malformed
+    tool-call JSON comes back as text instead of HTTP 500)."""
+    import httpx2
+
+    missing = [m for m in SERVING_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"`transformers serve` needs {', '.join(missing)} (pip install 'transformers[serving]')")
+    served = Path(shutil.copytree(model_dir, tmp_path_factory.mktemp("served") / "tiny"))
+    config = json.loads((served / "tokenizer_config.json").read_text())
+    config.pop("response_template", None)
+    (served / "tokenizer_config.json").write_text(json.dumps(config))
+    port = free_port()
+    cli = str(Path(sys.executable).with_name("transformers"))
+    proc = subprocess.Popen([cli, "serve", str(served), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("transformers serve did not come up within 90 s")
+            time.sleep(0.2)
+        yield str(served), f"{base}/v1"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

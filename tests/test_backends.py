@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,19 +12,11 @@ import pytest
 
 from search.backends.base import BackendError, Request, SamplingParams
 from toolwoz.schemas import tool_schemas
-from train import tiny_model
+from tests.conftest import free_port
 
 SYSTEM = {"role": "system", "content": "You are a Cambridge travel agent."}
 USERS = ["I need a train to cambridge on monday.", "Find me a cheap hotel in the east with free parking please.",
          "Hi", "Is there a museum in the centre? I would also like the phone number and postcode of it."]
-SERVING_MODULES = ("fastapi", "uvicorn", "openai", "starlette")  # transformers[serving]
-
-
-@pytest.fixture(scope="session")
-def model_dir(env, tmp_path_factory) -> Path:
-    tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[:200]
-    rows = {d: r[:500] for d, r in env.rows.items()}
-    return tiny_model.init_model(tmp_path_factory.mktemp("backends") / "tiny", rows, tasks, vocab_size=2000)
 
 
 @pytest.fixture(scope="session")
@@ -156,16 +143,10 @@ def test_tokenizer_without_chat_template_is_a_backend_error(model_dir, tmp_path)
 # -- OpenAI-compatible endpoint -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_endpoint_is_a_completion_error():
     from search.backends.openai import OpenAIBackend
 
-    client = OpenAIBackend("tiny", f"http://127.0.0.1:{_free_port()}/v1", retries=2, backoff_s=0.01, timeout_s=2)
+    client = OpenAIBackend("tiny", f"http://127.0.0.1:{free_port()}/v1", retries=2, backoff_s=0.01, timeout_s=2)
 
     async def run():
         try:
@@ -179,47 +160,6 @@ def test_unreachable_endpoint_is_a_completion_error():
     for c in completions:
         assert c.finish_reason == "error" and "after 3 attempts" in c.error
         assert c.message == {"role": "assistant", "content": ""}
-
-
-@pytest.fixture(scope="session")
-def openai_server(model_dir, tmp_path_factory):
-    """`transformers serve` on a copy of the tiny model whose tokenizer has no response template (so malformed
-    tool-call JSON comes back as text instead of HTTP 500)."""
-    import httpx2
-
-    missing = [m for m in SERVING_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"`transformers serve` needs {', '.join(missing)} (pip install 'transformers[serving]')")
-    served = Path(shutil.copytree(model_dir, tmp_path_factory.mktemp("served") / "tiny"))
-    config = json.loads((served / "tokenizer_config.json").read_text())
-    config.pop("response_template", None)
-    (served / "tokenizer_config.json").write_text(json.dumps(config))
-    port = _free_port()
-    cli = str(Path(sys.executable).with_name("transformers"))
-    proc = subprocess.Popen([cli, "serve", str(served), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("transformers serve did not come up within 90 s")
-            time.sleep(0.2)
-        yield str(served), f"{base}/v1"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.slow

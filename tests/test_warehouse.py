@@ -108,3 +108,9 @@ def test_bad_paths_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         with warehouse.Writer(tmp_path / "missing" / "w.duckdb"):
             pass
+
+
+def test_rows_with_different_keys_keep_every_column():
+    table = warehouse.to_arrow([{"a": 1}, {"a": 2, "b": "x"}])
+    assert table.column_names == ["a", "b"]
+    assert table.to_pylist() == [{"a": 1, "b": None}, {"a": 2, "b": "x"}]

@@ -333,11 +333,7 @@ class Teacher:
             elif role == "assistant":
                 for call in message.get("tool_calls") or []:
                     fn = call.get("function") or {}
-                    try:
-                        args = json.loads(fn.get("arguments") or "{}")
-                    except json.JSONDecodeError:
-                        args = {}
-                    pending[call.get("id", "")] = (fn.get("name", ""), args if isinstance(args, dict) else {})
+                    pending[call.get("id", "")] = (fn.get("name", ""), _load_args(fn.get("arguments")))
                     state.calls_this_turn += 1
                     state.n_calls += 1
                 if message.get("content"):  # what the teacher last asked, for a bare "I don't mind"
@@ -490,6 +486,16 @@ class Teacher:
 
 def _text(content: str) -> dict[str, Any]:
     return {"role": "assistant", "content": content}
+
+
+def _load_args(arguments: Any) -> dict[str, Any]:
+    """A tool call's arguments: JSON text (the wire format) or already a dict."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except json.JSONDecodeError:
+            return {}
+    return arguments if isinstance(arguments, dict) else {}
 
 
 def _load(content: Any) -> Any:

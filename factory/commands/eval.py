@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 from rich.table import Table
@@ -11,98 +10,25 @@ from rich.table import Table
 import sql
 from factory import rollouts, runs, warehouse
 from factory.errors import UserError
-from factory.options import json_option, multiwoz_option, semantics_option, warehouse_option
+from factory.models import ensure_default_agent
+from factory.options import check_user, json_option, rollout_options, warehouse_option
 from factory.output import err as console
-from factory.output import out
-from factory.runs import RunSettings
-from search.backends import backend_kind
+from factory.output import out, print_json
 from search.josh import SearchConfig
 from toolwoz.rewards import paired_bootstrap
-from toolwoz.tasks import SPLITS
 
-
-
-def default_agent() -> str:
-    """The bootstrapped tiny model in $FACTORY_HOME/models (created on first use)."""
-    from train.tiny_model import default_model_dir
-
-    return str(default_model_dir())
-
-
-def agent_options(f):
-    """Options shared by `eval` and `harvest`: who talks to whom, on which tasks."""
-    options = [
-        click.option("--agent", default=None,
-                     help="A model folder or Hub id, `openai:MODEL` (with --base-url), or `teacher`. "
-                          "Default: the tiny model in $FACTORY_HOME/models, created on first use."),
-        click.option("--base-url", default=None, help="OpenAI-compatible endpoint for `openai:` agents."),
-        click.option("--user", type=click.Choice(["rule", "llm"]), default="rule", show_default=True,
-                     help="User simulator: agenda-based `rule`, or an `llm` customer (see --user-model)."),
-        click.option("--user-model", default=None, help="The llm user's model: folder, Hub id or `openai:MODEL`."),
-        click.option("--user-base-url", default=None, help="Endpoint for an `openai:` user model."),
-        click.option("--protocol", type=click.Choice(["tools", "react"]), default="tools", show_default=True,
-                     help="Agent protocol: native tool calls, or the reference's PLAN/APICALL/SPEAK text."),
-        click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N tasks."),
-        click.option("--tasks", "task_ids", default=None, help="Comma-separated task ids (within the split)."),
-        click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
-                     help="Conversations in flight; a local model batches their turns together."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--max-steps", type=click.IntRange(min=1), default=15, show_default=True),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
-        semantics_option,
-        click.option("--run", "run_name", default=None, help="Name (or resume) this run; default: a settings hash."),
-        multiwoz_option,
-        warehouse_option,
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def check_user(user: str, user_model: str | None) -> None:
-    if user == "llm" and not user_model:
-        raise click.UsageError("--user llm needs --user-model (a model folder, Hub id or openai:MODEL)")
-
-
-def build_settings(kind: str, agent: str | None, search: SearchConfig, *, base_url, user, user_model,
-                   user_base_url, split, limit, task_ids, concurrency) -> RunSettings:
-    check_user(user, user_model)
-    agent = agent or default_agent()
-    if backend_kind(agent) == "transformers" and not Path(agent).exists() and Path(agent).is_absolute():
-        raise UserError(f"no model folder at {agent}; run `factory model init` or pass --agent")
-    return RunSettings(kind=kind, agent=agent, backend=backend_kind(agent), user=user, user_model=user_model,
-                       split=split, search=search, base_url=base_url, limit=limit,
-                       tasks=[t.strip() for t in task_ids.split(",") if t.strip()] if task_ids else None,
-                       concurrency=concurrency, extra={"user_base_url": user_base_url} if user_base_url else {})
-
-
-def ensure_default_agent(agent: str | None, multiwoz_path: str | None) -> None:
-    """Create the default tiny model on first use, with a notice."""
-    if agent is not None:
-        return
-    from train.tiny_model import default_model_dir
-
-    if default_model_dir().exists():
-        return
-    from factory.commands.model import create_default_model
-
-    console.print(f"[yellow]No default model yet: creating the tiny model in {default_model_dir()}[/yellow]")
-    create_default_model(multiwoz_path)
 
 
 @click.group(name="eval", invoke_without_command=True)
-@agent_options
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Agent sampling temperature (0 = greedy).")
-@json_option
+@rollout_options(default_split="test", default_temperature=0.0)
 @click.pass_context
-def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, split, limit, task_ids,
-         concurrency, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz, warehouse_path,
-         temperature, as_json) -> None:
+def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, split, limit,
+                 task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz,
+                 warehouse_path, as_json) -> None:
     """Evaluate an agent: one conversation per task with a simulated user; prints Average Reward and 100% Success.
 
-    Interrupted runs resume when the same command runs again.
+    The same engine as `factory harvest` at beam 1, run until the user ends the conversation. Interrupted
+    runs resume when the same command runs again.
 
     \b
     Example:
@@ -112,27 +38,23 @@ def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_bas
     """
     if ctx.invoked_subcommand is not None:
         return
+    check_user(user, user_model)
     search = SearchConfig(beam=1, max_steps=max_steps, temperature=temperature, max_new_tokens=max_new_tokens,
                           semantics=semantics, protocol=protocol, seed=seed, finish_dialogue=True)
-    settings = build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
-                              user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                              concurrency=concurrency)
+    ensure_default_agent(agent, multiwoz)
+    settings = rollouts.build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
+                                       user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
+                                       concurrency=concurrency)
     if protocol == "react" and settings.backend == "teacher":
         raise click.UsageError("the teacher speaks the `tools` protocol only")
-    ensure_default_agent(agent, multiwoz)
     report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=console)
-    with warehouse.opened(warehouse_path, read_only=True) as con:
-        cur = con.execute("SELECT * FROM eval_summary WHERE run_id = ?", [report.run_id])
-        summary = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
-    rate = report.new_rollouts / report.seconds * 60 if report.seconds else 0.0
-    summary |= {"new_rollouts": report.new_rollouts, "resumed_skipped": report.skipped,
-                "seconds": round(report.seconds, 1), "conversations_per_min": round(rate, 2)}
+    summary = rollouts.summary("eval_summary", warehouse_path, report)
     if as_json:
-        click.echo(json.dumps(summary, default=str, indent=2))
+        print_json(summary)
         return
     out.print(f"run {report.run_id}: {summary['rollouts']} conversations on {split}  "
               f"Average Reward {summary['average_reward']:.4f}  100% Success {summary['success_rate']:.4f}  "
-              f"({report.new_rollouts} new in {report.seconds:.0f} s, {rate:.1f}/min)")
+              f"({report.new_rollouts} new in {report.seconds:.0f} s, {summary['conversations_per_min']:.1f}/min)")
 
 
 @eval_command.command()

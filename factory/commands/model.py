@@ -7,22 +7,9 @@ from pathlib import Path
 
 import click
 
+from factory.models import create_default_model
 from factory.options import multiwoz_option
-from factory.output import err as console
-from toolwoz import multiwoz, tables
-from toolwoz.tools import ToolEnv
 
-
-
-def create_default_model(multiwoz_path: str | None, out: Path | None = None) -> Path:
-    """Train the tokenizer on ToolWOZ text and write an untrained tiny Llama to `out` (default location)."""
-    from train.tiny_model import default_model_dir, init_model
-
-    out = out or default_model_dir()
-    with console.status("reading MultiWOZ"):
-        env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(multiwoz_path)))
-    with console.status(f"creating the tiny model in {out}"):
-        return init_model(out, env.rows, list(env.tasks.values()))
 
 
 @click.group()

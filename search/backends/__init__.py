@@ -36,7 +36,9 @@ def load_backend(spec: str, *, base_url: str | None = None, rows: dict[str, list
         url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not url:
             raise BackendError(f"{spec} needs --base-url (or OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1")
-        return OpenAIBackend(spec.split(":", 1)[1], url, concurrency=concurrency)
+        backend = OpenAIBackend(spec.split(":", 1)[1], url, concurrency=concurrency)
+        backend.preflight()
+        return backend
     from search.backends.transformers import TransformersBackend
 
     return TransformersBackend(spec, device=device, max_batch=max_batch)

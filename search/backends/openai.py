@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - older stacks ship plain httpx
     import httpx  # type: ignore[no-redef]
 
-from search.backends.base import Completion, Message, Request
+from search.backends.base import BackendError, Completion, Message, Request
 from search.backends.parsing import from_openai
 
 RETRY_STATUS = {408, 409, 429}  # plus every 5xx
@@ -92,6 +92,13 @@ class OpenAIBackend:
         if params.seed is not None:
             body["seed"] = params.seed
         return body | self.extra_body
+
+    def preflight(self, timeout_s: float = 5.0) -> None:
+        """Fail fast with a BackendError when nothing answers at `base_url` (a wrong URL is a setup mistake)."""
+        try:
+            httpx.get(f"{self.base_url}/models", timeout=timeout_s, headers=self._headers)
+        except httpx.TransportError as e:
+            raise BackendError(f"cannot reach {self.base_url} ({type(e).__name__}); is the server running?") from e
 
     async def complete(self, request: Request) -> Completion:
         """One chat completion; failures after the retries come back as `Completion.error`."""
