@@ -9,7 +9,6 @@ Queries return matching `row_idx` values and the match count; the caller maps id
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Sequence
@@ -26,7 +25,6 @@ RETURN_COLUMNS = {d: API_DEFS[f"search_{d}"][1] for d in ("restaurant", "hotel",
 FIXED_TIME = {"leaveAt": ("leave_min", exp.GTE), "arriveBy": ("arrive_min", exp.LTE)}
 # `parity` time comparisons (reference §3.3): strict, on the HH:MM text.
 PARITY_TIME = {"leaveAt": ("leaveAt", exp.GT), "arriveBy": ("arriveBy", exp.LT)}
-_counter = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -81,20 +79,29 @@ def single_sql(shape: tuple) -> str:
     return q.sql(dialect="duckdb")
 
 
+_SHAPE_IDS: dict[tuple, int] = {}
+
+
+def _shape_id(shape: tuple) -> int:
+    """A process-wide number per request shape, so each shape's SQL branch renders once."""
+    return _SHAPE_IDS.setdefault(shape, len(_SHAPE_IDS))
+
+
 @cache
-def batch_sql(shape: tuple, requests_table: str) -> str:
-    """SQL answering every request row of `requests_table` (req_id, p0..pn[, hidden]) in one join.
+def batch_branch_sql(shape: tuple, requests_table: str) -> str:
+    """SQL answering the requests of one shape in `requests_table` (req_id, shape_id, p_<param>, hidden).
 
     Requests that match nothing have no output row.
     """
     domain, params, semantics, limit, with_hidden = shape
     on: exp.Expression = exp.true()
-    for i, param in enumerate(params):
-        on = exp.and_(on, _condition(semantics, "t", param, exp.column(f"p{i}", table="r")))
+    for param in params:
+        on = exp.and_(on, _condition(semantics, "t", param, exp.column(f"p_{param}", table="r")))
     q = (
         exp.select("r.req_id", _ids(limit).as_("ids"), "count(*) AS n_matches")
         .from_(f"{requests_table} AS r")
         .join(f"toolwoz.{domain} AS t", on=on)
+        .where(exp.column("shape_id", table="r").eq(exp.Literal.number(_shape_id(shape))))
         .group_by("r.req_id")
     )
     if with_hidden:
@@ -118,28 +125,34 @@ def run_one(con: duckdb.DuckDBPyConnection, query: RowQuery) -> RowResult:
 
 
 def run_many(con: duckdb.DuckDBPyConnection, queries: Sequence[RowQuery]) -> list[RowResult]:
-    """Answer many requests with one query per request shape (requests joined as an Arrow table)."""
-    results: list[RowResult | None] = [None] * len(queries)
-    groups: dict[tuple, list[int]] = {}
-    for i, q in enumerate(queries):
-        groups.setdefault(q.shape, []).append(i)
-    for shape, idxs in groups.items():
-        columns: dict[str, list[Any]] = {"req_id": idxs}
-        for j in range(len(shape[1])):
-            columns[f"p{j}"] = [queries[i].constraints[j][1] for i in idxs]
-        if shape[4]:
-            columns["hidden"] = [list(queries[i].hidden) for i in idxs]
-        name = f"_tool_requests_{next(_counter) % 8}"
+    """Answer many requests in one statement per semantics: the requests go in as one Arrow table and
+    every request shape present is one UNION ALL branch joining it with its domain table."""
+    results = [RowResult([], 0) for _ in queries]
+    for semantics in ("fixed", "parity"):
+        idxs = [i for i, q in enumerate(queries) if q.semantics == semantics]
+        if not idxs:
+            continue
+        params = sorted({k for i in idxs for k, _ in queries[i].constraints})
+        values = [dict(queries[i].constraints) for i in idxs]
+        columns: dict[str, Any] = {
+            "req_id": pa.array(idxs, pa.int32()),
+            "shape_id": pa.array([_shape_id(queries[i].shape) for i in idxs], pa.int32()),
+            "hidden": pa.array([list(queries[i].hidden) for i in idxs], pa.list_(pa.int32())),
+        }
+        for param in params:
+            kind = pa.int32() if semantics == "fixed" and param in FIXED_TIME else pa.string()
+            columns[f"p_{param}"] = pa.array([v.get(param) for v in values], kind)
+        name = f"_tool_requests_{semantics}"
+        shapes = dict.fromkeys(queries[i].shape for i in idxs)
+        statement = " UNION ALL ".join(batch_branch_sql(shape, name) for shape in shapes)
         con.register(name, pa.table(columns))
         try:
-            records = con.execute(batch_sql(shape, name)).fetchall()
+            records = con.execute(statement).fetchall()
         finally:
             con.unregister(name)
-        for i in idxs:
-            results[i] = RowResult([], 0)
         for req_id, ids, n_matches in records:
             results[req_id] = RowResult(sorted(ids), n_matches)
-    return results  # type: ignore[return-value]
+    return results
 
 
 def load_rows(con: duckdb.DuckDBPyConnection) -> dict[str, list[dict[str, Any]]]:
