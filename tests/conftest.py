@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from toolwoz import multiwoz, tables
@@ -112,3 +113,50 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory) -> Path:
+    """A warehouse with the ToolWOZ tables, built once; tests copy it."""
+    path = tmp_path_factory.mktemp("template") / "warehouse.duckdb"
+    result = run("toolwoz", "build", "--multiwoz", str(MULTIWOZ_DIR), "-w", str(path))
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+@pytest.fixture()
+def wh(template, tmp_path) -> Path:
+    path = tmp_path / "warehouse.duckdb"
+    shutil.copy(template, path)
+    return path
+
+
+def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def check_consistent(path: Path) -> None:
+    """No half rollout: every stored node/message/call belongs to a committed rollout whose counts match."""
+    assert query(path, "select count(*) from nodes where rollout_id not in (select rollout_id from rollouts)") == [(0,)]
+    assert query(path, "select count(*) from messages where rollout_id not in (select rollout_id from rollouts)") \
+        == [(0,)]
+    assert query(path, """select count(*) from rollouts o
+                          where n_nodes <> (select count(*) from nodes n where n.rollout_id = o.rollout_id)""") == [(0,)]
+    assert query(path, "select count(*) - count(distinct (run_id, task_id, sample)) from rollouts") == [(0,)]
+
+
+def wait_for_rollouts(wh: Path, proc: subprocess.Popen, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if query(wh, "select count(*) from rollouts")[0][0] >= n:
+                return
+        except duckdb.Error:
+            pass  # the writer is in a write session right now
+        time.sleep(0.2)
+    pytest.fail(f"fewer than {n} rollouts after {timeout} s")

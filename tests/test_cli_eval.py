@@ -8,47 +8,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.conftest import FACTORY, MULTIWOZ_DIR, one_line_error, run
-
-
-@pytest.fixture(scope="session")
-def template(tmp_path_factory) -> Path:
-    """A warehouse with the ToolWOZ tables, built once; tests copy it."""
-    path = tmp_path_factory.mktemp("template") / "warehouse.duckdb"
-    result = run("toolwoz", "build", "--multiwoz", str(MULTIWOZ_DIR), "-w", str(path))
-    assert result.returncode == 0, result.stderr
-    return path
-
-
-@pytest.fixture()
-def wh(template, tmp_path) -> Path:
-    path = tmp_path / "warehouse.duckdb"
-    shutil.copy(template, path)
-    return path
-
-
-def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
-
-
-def check_consistent(path: Path) -> None:
-    """No half rollout: every stored node/message/call belongs to a committed rollout whose counts match."""
-    assert query(path, "select count(*) from nodes where rollout_id not in (select rollout_id from rollouts)") == [(0,)]
-    assert query(path, "select count(*) from messages where rollout_id not in (select rollout_id from rollouts)") \
-        == [(0,)]
-    assert query(path, """select count(*) from rollouts o
-                          where n_nodes <> (select count(*) from nodes n where n.rollout_id = o.rollout_id)""") == [(0,)]
-    assert query(path, "select count(*) - count(distinct (run_id, task_id, sample)) from rollouts") == [(0,)]
+from tests.conftest import FACTORY, check_consistent, one_line_error, query, run, wait_for_rollouts
 
 
 @pytest.mark.slow
@@ -84,23 +48,10 @@ def _start(wh: Path, *args: str) -> subprocess.Popen:
                             env={**os.environ, "FACTORY_DEBUG": ""})
 
 
-def _wait_for_rollouts(wh: Path, proc: subprocess.Popen, n: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            if query(wh, "select count(*) from rollouts")[0][0] >= n:
-                return
-        except duckdb.Error:
-            pass  # the writer is in a write session right now
-        time.sleep(0.2)
-    pytest.fail(f"fewer than {n} rollouts after {timeout} s")
-
-
 @pytest.mark.slow
 def test_kill_9_loses_nothing_committed_and_resumes(wh):
     proc = _start(wh, "--limit", "60")
-    _wait_for_rollouts(wh, proc, 5)
+    wait_for_rollouts(wh, proc, 5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     committed = query(wh, "select count(*) from rollouts")[0][0]
@@ -118,7 +69,7 @@ def test_kill_9_loses_nothing_committed_and_resumes(wh):
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_a_second_writer_is_refused(wh):
     proc = _start(wh)
-    _wait_for_rollouts(wh, proc, 2)
+    wait_for_rollouts(wh, proc, 2)
     second = run("eval", "--agent", "teacher", "--split", "val", "--limit", "3", "-w", str(wh))
     assert second.returncode == 2
     assert "is being written by `factory eval" in one_line_error(second)

@@ -109,3 +109,56 @@ def test_beam_one_is_a_single_conversation(env):
     assert [n["path"] for n in result.nodes] == [list(range(i + 1)) for i in range(len(result.nodes))]
     assert result.rollout["end_reason"] == "user_ended"
     assert not any(n["end_reason"] == "pruned" for n in result.nodes)
+
+
+class TwoGoalAgent:
+    """Meets every goal of the first domain in ONE turn (search + book), then talks."""
+
+    name = "two-goals"
+
+    def __init__(self, calls: list[tuple[str, dict]]):
+        self.calls = calls
+
+    async def complete(self, request: Request) -> Completion:
+        done = any(m["role"] == "tool" for m in request.messages)
+        if done:
+            return Completion({"role": "assistant", "content": "booked"}, completion_tokens=1)
+        tool_calls = [{"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+                      for i, (n, a) in enumerate(self.calls)]
+        return Completion({"role": "assistant", "content": "", "tool_calls": tool_calls}, completion_tokens=4)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _two_goal_task(env):
+    task = env.tasks["MUL0003.json"]  # hotel search + book, restaurant search + book
+    calls = [(c.name, c.arguments) for c in fixed_oracle_calls(env, task) if c.name.endswith("_hotel")]
+    return task, [(n, a) for n, a in calls]
+
+
+def test_parity_preset_shares_seeds_credits_first_goal_and_drops_unrewarded(env):
+    task, calls = _two_goal_task(env)
+    truth = task.ground_truth["hotel"]["success"]
+    parity_calls = [("search_hotel", {k: v for k, v in truth["search_hotel"]["parameters"].items() if v}),
+                    ("book_hotel", truth["book_hotel"]["parameters"])]
+    reference = SearchConfig(beam=4, max_steps=3, seed=5, semantics="parity", distinct_seeds=False,
+                             credit_all=False, keep_unrewarded=False)
+    result = asyncio.run(run_rollout(task, TwoGoalAgent(parity_calls), EchoUser(10), ToolRunner(env), reference,
+                                     rollout_id="r", run_id="run"))
+    nodes = result.nodes
+    siblings = Counter((n["parent_id"], n["seed"]) for n in nodes if n["parent_id"] is not None)
+    assert all(count == 2 for count in siblings.values())  # both children of a node sample with one seed
+    matched = [r for r in result.rewards if r["node_id"] == 1]
+    assert {r["goal"] for r in matched} == {"search_hotel", "book_hotel"}  # the turn met two goals ...
+    assert [r["goal"] for r in matched if r["credited"]] == ["search_hotel"]  # ... the reference credits one
+    last_credit = max(r["step"] for r in result.rewards if r["credited"])
+    assert all(n["created_step"] <= last_credit or n["is_golden"] for n in nodes)  # unrewarded tail dropped
+
+    ours = SearchConfig(beam=4, max_steps=3, seed=5)
+    fixed = asyncio.run(run_rollout(task, TwoGoalAgent(calls), EchoUser(10), ToolRunner(env), ours,
+                                    rollout_id="r", run_id="run"))
+    assert sorted(r["goal"] for r in fixed.rewards if r["credited"] and r["node_id"] == 1) == \
+        ["book_hotel", "search_hotel"]
+    assert len({n["seed"] for n in fixed.nodes if n["parent_id"] == 0}) == 2
+    assert fixed.rollout["n_nodes"] > result.rollout["n_nodes"]
