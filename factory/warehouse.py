@@ -135,6 +135,38 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+# -- reading ----------------------------------------------------------------------------------------------
+
+def _value(text: str) -> Any:
+    """`-p` values: integers and decimals become numbers, `null` NULL, anything else stays text."""
+    if text.lower() == "null":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, str]) -> pa.Table | None:
+    """Set the view parameters as DuckDB variables, run the query, return its rows (None for no result)."""
+    for name, value in params.items():
+        if not name.isidentifier():
+            raise UserError(f"parameter name {name!r} is not an identifier")
+        con.execute(f"SET VARIABLE {name} = $value", {"value": _value(value)})  # name checked above
+    try:
+        relation = con.sql(query)
+    except duckdb.Error as e:
+        raise UserError(str(e).strip().splitlines()[0]) from e
+    if relation is None:
+        return None
+    try:
+        return relation.to_arrow_table()
+    except duckdb.Error as e:
+        raise UserError(str(e).strip().splitlines()[0]) from e
+
+
 # -- writing ----------------------------------------------------------------------------------------------
 
 class Writer:

@@ -15,41 +15,12 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from factory import warehouse
+from factory.warehouse import run_query
 from factory.errors import UserError
 from factory.options import warehouse_option
 from factory.output import out, rows_table
 
 FORMATS = ("table", "csv", "json", "jsonl", "parquet")
-
-
-def _value(text: str) -> Any:
-    """`-p` values: integers and decimals become numbers, `null` NULL, anything else stays text."""
-    if text.lower() == "null":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def run_query(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, str]) -> pa.Table | None:
-    """Set the view parameters as DuckDB variables, run the query, return its rows (None for no result)."""
-    for name, value in params.items():
-        if not name.isidentifier():
-            raise UserError(f"parameter name {name!r} is not an identifier")
-        con.execute(f"SET VARIABLE {name} = $value", {"value": _value(value)})  # name checked above
-    try:
-        relation = con.sql(query)
-    except duckdb.Error as e:
-        raise UserError(str(e).strip().splitlines()[0]) from e
-    if relation is None:
-        return None
-    try:
-        return relation.to_arrow_table()
-    except duckdb.Error as e:
-        raise UserError(str(e).strip().splitlines()[0]) from e
 
 
 def _jsonable(table: pa.Table) -> list[dict[str, Any]]:
