@@ -1,7 +1,7 @@
 """Tool-call benchmark: replay every ground-truth search and book call of test+val four ways.
 
 (a) one call at a time through the DuckDB tools (`ToolEnv.call`); (b) batched through `ToolEnv.call_many`
-(requests as an Arrow table joined with the domain table, one query per request shape); (c) the reference's
+(one statement per chunk: the requests' keys looked up in the `fixed` index, whatever the mix); (c) the reference's
 approach (reference §3.3: pandas boolean masks, then `iterrows` over the matches); (d) a plain Python list scan.
 All four must serve the same row ids (`fixed` semantics); timings are printed, never asserted. No result cache.
 
@@ -46,7 +46,7 @@ class Call:
 
     @property
     def shape(self) -> tuple:
-        """What `run_many` groups by: one query per shape (a book looks up by its uid alone)."""
+        """A request's shape (a book looks up by its uid alone); `run_many`'s plan no longer depends on it."""
         keys = tuple(self.request.arguments) if self.limit is not None else (UID_KEY[self.domain],)
         return self.request.name, keys, bool(self.hidden)
 
@@ -163,7 +163,7 @@ def measure(env: ToolEnv, calls: list[Call], batch: int, repeat: int) -> tuple[d
 
     def by_shape(cs: list[Call]) -> list[Call]:
         return sorted(cs, key=lambda c: repr(c.shape))
-    # (b*) is (b) with chunks of one request shape each: the best case for `run_many`'s per-shape queries.
+    # (b*) is (b) with chunks of one request shape each: it shows whether the mix of shapes in a chunk matters.
     batched = {"b": (calls, trains), "b*": (by_shape(calls), by_shape(trains))}
 
     for run in each.values():
@@ -197,7 +197,7 @@ def report(times: dict, train_times: dict, calls: list[Call], batch: int, repeat
     shapes = [len({c.shape for c in calls[i : i + batch]}) for i in range(0, len(calls), batch)]
     print(f"(b), (b*): chunk time / chunk size, percentiles over chunks; their search_train column batches "
           f"search_train calls only. A (b) chunk holds {statistics.mean(shapes):.1f} request shapes on average "
-          "(one query each).")
+          "(still one statement per chunk).")
     p50 = {w: p(t, 50) for w, t in times.items()}
     ratio = {"c/b": p50["c"] / p50["b"], "c/b*": p50["c"] / p50["b*"]}
     print(f"\n(c)/(b) p50  batched vs reference approach: {ratio['c/b']:7.1f}x   (b*: {ratio['c/b*']:.1f}x)")

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from factory import runs, warehouse
 from factory.errors import Interrupted, UserError
 from factory.runs import RunSettings
-from factory.models import default_agent
+from factory.models import default_agent, ensure_default_agent
 from search.backends import BackendError, backend_kind, load_backend
 from search.backends.base import Backend, Request, SamplingParams
 from search.josh import RolloutResult, SearchConfig, branch_seed, run_rollout
@@ -85,10 +85,13 @@ def _user_factory(settings: RunSettings, user_backend: Backend | None) -> Callab
 
 def build_settings(kind: str, agent: str | None, search: SearchConfig, *, base_url: str | None, user: str,
                    user_model: str | None, user_base_url: str | None, split: str, limit: int | None,
-                   task_ids: str | None, concurrency: int) -> RunSettings:
-    """RunSettings from command-line values (the default agent when `agent` is None)."""
+                   task_ids: str | None, concurrency: int, multiwoz_path: str | None = None) -> RunSettings:
+    """RunSettings from command-line values; without `agent`, the default tiny model (created on first use)."""
+    ensure_default_agent(agent, multiwoz_path)
     agent = agent or default_agent()
     kind_of_backend = backend_kind(agent)
+    if search.protocol == "react" and kind_of_backend == "teacher":
+        raise UserError("the teacher speaks the `tools` protocol only; drop --protocol react")
     if kind_of_backend == "transformers" and Path(agent).is_absolute() and not Path(agent).exists():
         raise UserError(f"no model folder at {agent}; run `factory model init` or pass --agent")
     return RunSettings(kind=kind, agent=agent, backend=kind_of_backend, user=user, user_model=user_model,

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 import sql
 from toolwoz.multiwoz import MultiWOZ
-from toolwoz.query import RowQuery, load_rows, run_many
+from toolwoz.query import RowQuery, index_rows, load_rows, run_many
 from toolwoz.schemas import API_DEFS, DOMAINS
 from toolwoz.tasks import Task, derive_tasks
 from toolwoz.tools import constraints_for
@@ -108,6 +108,7 @@ def build(con: duckdb.DuckDBPyConnection, mw: MultiWOZ, code_version: str = "") 
         create_schema(con)
         for domain in DOMAINS:
             _insert(con, f"toolwoz.{domain}", [flat_row(domain, i, r) for i, r in enumerate(mw.dbs[domain])])
+        index_rows(con)  # the `fixed` search index (a temp table) of the rows just written
         tasks = derive_tasks(mw, lambda q: run_many(con, q), load_rows(con))
         con.execute("DELETE FROM tasks")
         _insert(con, "tasks", [t.to_row() for t in tasks])

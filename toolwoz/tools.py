@@ -178,7 +178,7 @@ class ToolEnv:
             try:
                 args = json.loads(args) if args.strip() else {}
                 call.arguments = args
-            except json.JSONDecodeError:
+            except ValueError:  # JSONDecodeError, or an integer too long to convert (over 4300 digits)
                 pass
         if req.semantics == "parity":
             return self._prepare_parity(call, args, task)
@@ -265,7 +265,7 @@ class ToolEnv:
         call.n_rows = answer.n_matches
         domain = domain_of(call.name)
         matched = [self.rows[domain][i] for i in answer.row_ids]
-        call.rows = [{k: v for k, v in r.items() if k != "raw"} for r in matched]
+        call.rows = [_without_raw(r) for r in matched]
         if pending.finish == "search":
             call.ok = True
             call.result = [{c: r[c] for c in RETURN_COLUMNS[domain]} for r in call.rows]
@@ -302,6 +302,13 @@ class ToolEnv:
     def _done(call: ToolCall, start: float, batch: int) -> ToolCall:
         call.latency_us = int((time.perf_counter() - start) * 1e6 / batch)
         return call
+
+
+def _without_raw(row: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a DB row without its `raw` JSON (a C-level copy: cheaper than filtering key by key)."""
+    flat = dict(row)
+    del flat["raw"]
+    return flat
 
 
 def _serve_parity(task: Task | None, domain: str, args: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict]:

@@ -10,7 +10,6 @@ from rich.table import Table
 import sql
 from factory import rollouts, runs, warehouse
 from factory.errors import UserError
-from factory.models import ensure_default_agent
 from factory.options import check_user, json_option, rollout_options, warehouse_option
 from factory.output import err as console
 from factory.output import out, print_json
@@ -41,12 +40,9 @@ def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_bas
     check_user(user, user_model)
     search = SearchConfig(beam=1, max_steps=max_steps, temperature=temperature, max_new_tokens=max_new_tokens,
                           semantics=semantics, protocol=protocol, seed=seed, finish_dialogue=True)
-    ensure_default_agent(agent, multiwoz)
     settings = rollouts.build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency)
-    if protocol == "react" and settings.backend == "teacher":
-        raise click.UsageError("the teacher speaks the `tools` protocol only")
+                                       concurrency=concurrency, multiwoz_path=multiwoz)
     report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=console)
     summary = rollouts.summary("eval_summary", warehouse_path, report)
     if as_json:

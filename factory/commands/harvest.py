@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from factory import rollouts
-from factory.models import ensure_default_agent
 from factory.options import check_user, rollout_options
 from factory.output import err, out, print_json
 from search.josh import COLLAPSE_POLICIES, SearchConfig
@@ -66,12 +65,9 @@ def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url
                           distinct_seeds=values["seed_policy"] == "distinct", credit_all=values["credit"] == "all",
                           finish_dialogue=finish_dialogue, keep_unrewarded=values["unrewarded"] == "keep",
                           serial=serial)
-    ensure_default_agent(agent, multiwoz)
     settings = rollouts.build_settings("harvest", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency)
-    if protocol == "react" and settings.backend == "teacher":
-        raise click.UsageError("the teacher speaks the `tools` protocol only")
+                                       concurrency=concurrency, multiwoz_path=multiwoz)
     if temperature == 0 and beam > 1 and settings.backend != "teacher":
         err.print("[yellow]warning: temperature 0 makes every branch alike; JOSH needs sampling[/yellow]")
     report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err)
