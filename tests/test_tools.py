@@ -402,3 +402,8 @@ def test_names_with_apostrophes_or_capitals_are_found_in_fixed(env, domain, name
         slots = {"day": "friday", "people": "2", "time": "19:00", "stay": "1"}
         args = {k: v for k, v in slots.items() if k in API_DEFS[f"book_{domain}"][0]}
         assert env.call(f"book_{domain}", {**args, "name": name}).result["name"] == row_name
+
+
+def test_absurdly_nested_json_arguments_are_a_bad_arguments_error(env):
+    call = env.call("search_hotel", "[" * 100_000)
+    assert not call.ok and call.error_kind == "bad_arguments"

@@ -178,7 +178,7 @@ class ToolEnv:
             try:
                 args = json.loads(args) if args.strip() else {}
                 call.arguments = args
-            except ValueError:  # JSONDecodeError, or an integer too long to convert (over 4300 digits)
+            except (ValueError, RecursionError):  # bad JSON, a huge integer, or absurd nesting
                 pass
         if req.semantics == "parity":
             return self._prepare_parity(call, args, task)
