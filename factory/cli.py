@@ -20,6 +20,8 @@ COMMANDS = {
     "harvest": "factory.commands.harvest:harvest",
     "sql": "factory.commands.sql:sql_command",
     "runs": "factory.commands.runs:runs",
+    "train": "factory.commands.train:train",
+    "export": "factory.commands.export:export",
 }
 
 
@@ -87,6 +89,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main() -> None:
+    # Our commands draw their own progress bars; the libraries' tqdm bars would interleave with them.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="factory")
 
 

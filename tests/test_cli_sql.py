@@ -91,3 +91,9 @@ def test_runs_list_show_delete(wh):
     assert con.execute("select run_id from runs").fetchall() == [("eval-b",)]
     con.close()
     assert "unknown run" in one_line_error(run("runs", "show", "eval-a", "-w", str(wh)))
+
+
+def test_csv_writes_nested_columns_as_json(wh):
+    result = run("sql", "select [1, 2] as xs, {'a': 'b'} as s", "--format", "csv", "-w", str(wh))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1] == '"[1, 2]","{""a"": ""b""}"'

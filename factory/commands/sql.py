@@ -42,7 +42,7 @@ def write_result(table: pa.Table, fmt: str, output: Path | None) -> None:
         return
     if fmt == "csv":
         sink = str(output) if output else pa.output_stream(sys.stdout.buffer)
-        pa_csv.write_csv(table.cast(_csv_schema(table.schema)), sink)
+        pa_csv.write_csv(_flat_for_csv(table), sink)
         return
     rows = _jsonable(table)
     text = json.dumps(rows, default=str, indent=2) if fmt == "json" else "\n".join(json.dumps(r, default=str) for r in rows)
@@ -52,9 +52,11 @@ def write_result(table: pa.Table, fmt: str, output: Path | None) -> None:
         click.echo(text)
 
 
-def _csv_schema(schema: pa.Schema) -> pa.Schema:
-    """Nested columns (lists, structs) are written as their text form."""
-    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_nested(f.type) else f for f in schema])
+def _flat_for_csv(table: pa.Table) -> pa.Table:
+    """Nested columns (lists, structs) become their JSON text; CSV has no nested values."""
+    columns = [pa.array([None if v is None else json.dumps(v, default=str) for v in col.to_pylist()], pa.string())
+               if pa.types.is_nested(col.type) else col for col in table.columns]
+    return pa.table(columns, names=table.column_names)
 
 
 @click.command(name="sql")

@@ -1,0 +1,45 @@
+"""DPO: prefer the golden turn over a failed sibling's turn at the same prompt (view `dpo`: `prompt`,
+`chosen`, `rejected`, `tools`).
+
+A turn is the agent's messages up to the user's reply (assistant text, tool calls and tool results), so
+tool results inside `chosen` / `rejected` are scored too; they come from the same tools the agent called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
+
+
+def dpo_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
+    """TRL's DPOConfig for `recipe` (beta, sigmoid loss), CPU-safe precision."""
+    from trl import DPOConfig
+
+    return DPOConfig(**training_args(recipe, str(out), seed), beta=recipe.beta, max_length=recipe.max_length)
+
+
+def train_dpo(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
+              callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """DPO-tune `model` (folder or Hub id) on `dataset`, save model and tokenizer to `out`; returns steps,
+    losses and speed. The reference model is a frozen copy of `model` (with LoRA: the adapter switched off)."""
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import DPOTrainer
+
+    check(recipe)
+    if len(dataset) == 0:
+        raise TrainInputError("the DPO dataset has no rows")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise TrainInputError(f"cannot load a tokenizer from {model!r} ({str(e).strip().splitlines()[0]})") from None
+    trainer = DPOTrainer(model=model, args=dpo_config(recipe, out, seed), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=lora_config(recipe),
+                         quantization_config=quantization_config(recipe), callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
+    result = trainer.train()
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    return summary(trainer, result.metrics)

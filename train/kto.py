@@ -1,0 +1,53 @@
+"""KTO: learn from single turns labelled desirable or undesirable (view `kto`: `prompt`, `completion`,
+`label`, `tools`).
+
+Desirable turns are the golden path's assistant messages; undesirable ones are failed siblings at the
+same prompt. Unpaired, so the view may hold far more of one kind than the other; `desirable_weight` and
+`undesirable_weight` rebalance (the reference used 1.0 / 2.71). TRL estimates KTO's KL term from the other
+completions of a batch, hence a per-device batch of at least 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
+
+
+def kto_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
+    """TRL's KTOConfig for `recipe` (beta and the two class weights), CPU-safe precision."""
+    from trl import KTOConfig
+
+    return KTOConfig(**training_args(recipe, str(out), seed), beta=recipe.beta,
+                     desirable_weight=recipe.desirable_weight, undesirable_weight=recipe.undesirable_weight,
+                     max_length=recipe.max_length)
+
+
+def train_kto(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
+              callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """KTO-tune `model` (folder or Hub id) on `dataset`, save model and tokenizer to `out`; returns steps,
+    losses and speed. The reference model is a frozen copy of `model` (with LoRA: the adapter switched off)."""
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import KTOTrainer
+
+    check(recipe)
+    if len(dataset) < recipe.batch_size:
+        raise TrainInputError(f"the KTO dataset has {len(dataset)} rows, fewer than one batch of "
+                              f"{recipe.batch_size}; harvest more or lower --batch-size (at least 2)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise TrainInputError(f"cannot load a tokenizer from {model!r} ({str(e).strip().splitlines()[0]})") from None
+    # TRL's KTO reads rows in order (its KL term pairs neighbours within a batch) and never reshuffles; the
+    # view groups rows, so shuffle once to mix desirable and undesirable turns across batches.
+    dataset = dataset.shuffle(seed=seed)
+    trainer = KTOTrainer(model=model, args=kto_config(recipe, out, seed), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=lora_config(recipe),
+                         quantization_config=quantization_config(recipe), callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
+    result = trainer.train()
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    return summary(trainer, result.metrics)

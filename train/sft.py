@@ -1,0 +1,85 @@
+"""SFT: supervised fine-tuning on whole successful conversations (view `sft`: `messages`, `tools`).
+
+The loss covers only the assistant's tokens (its text, its tool calls and its end token); system prompt,
+user turns and tool results are context. TRL finds those tokens through `{% generation %}` markers in the
+chat template, so a template without them is fixed (TRL's patched copy of a known template) or refused
+here, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
+
+
+def load_tokenizer(model: str, chat_template: str | None = None) -> Any:
+    """The model's tokenizer (local folder or Hub id), optionally with another chat template."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TrainInputError(f"cannot load a tokenizer from {model!r} ({first}); pass a model folder or Hub id"
+                              ) from None
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def training_template(tokenizer: Any, model: str) -> str | None:
+    """The chat template TRL will train with: None for the tokenizer's own (it has `{% generation %}`
+    markers), else TRL's training copy of a known template. Raises TrainInputError naming the fix."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    fix = ("pass --chat-template FILE: a copy of the template with each assistant turn, end-of-turn token "
+           "included, inside {% generation %}...{% endgeneration %}")
+    if not tokenizer.chat_template:
+        raise TrainInputError(f"the tokenizer of {model} has no chat template; {fix}")
+    if has_generation_markers(tokenizer.chat_template):
+        return None
+    try:
+        return get_training_chat_template(tokenizer)
+    except ValueError:
+        raise TrainInputError(f"the chat template of {model} has no {{% generation %}} markers and TRL has no "
+                              f"training version of it, so the assistant's tokens cannot be found; {fix}") from None
+
+
+def sft_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
+    """TRL's SFTConfig for `recipe`: assistant-only loss, no packing, CPU-safe precision."""
+    from trl import SFTConfig
+
+    return SFTConfig(**training_args(recipe, str(out), seed), assistant_only_loss=True,
+                     max_length=recipe.max_length, packing=False)
+
+
+def sft_trainer(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
+                chat_template: str | None = None, callbacks: Sequence[Any] = ()) -> Any:
+    """An SFTTrainer for `model` (folder or Hub id) on `dataset` (`messages`, `tools`), ready to train."""
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    check(recipe)
+    if len(dataset) == 0:
+        raise TrainInputError("the SFT dataset has no rows")
+    tokenizer = load_tokenizer(model, chat_template)
+    training_template(tokenizer, model)  # fail here, with the fix, rather than deep inside TRL
+    trainer = SFTTrainer(model=model, args=sft_config(recipe, out, seed), train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=lora_config(recipe),
+                         quantization_config=quantization_config(recipe), callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
+    return trainer
+
+
+def train_sft(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
+              chat_template: str | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Fine-tune `model` on `dataset`, save model and tokenizer to `out`; returns steps, losses and speed.
+    With `recipe.lora` only the adapter is saved (transformers loads such a folder as base + adapter)."""
+    trainer = sft_trainer(dataset, model, out, recipe, seed=seed, chat_template=chat_template, callbacks=callbacks)
+    result = trainer.train()
+    trainer.save_model(str(out))
+    trainer.processing_class.save_pretrained(str(out))
+    return summary(trainer, result.metrics)
