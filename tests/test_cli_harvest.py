@@ -32,6 +32,10 @@ def test_teacher_harvest_fills_tree_tables_and_views(wh, model_dir):
     n_full = query(wh, "select count(*) from rollouts where reward = 1")[0][0]
     assert query(wh, "select count(*) from sft") == [(n_full,)]
     assert query(wh, "select count(*) > 0 from kto where label") == [(True,)]
+    # the teacher explores at temperature 1 (perturbed calls), so some siblings fail: negatives and pairs
+    assert query(wh, "select count(*) > 0 from kto where not label") == [(True,)]
+    assert query(wh, "select count(*) > 0, count(*) filter (chosen = rejected) from dpo") == [(True, 0)]
+    assert query(wh, "select count(*) from dpo where prompt[-1].role <> 'user'") == [(0,)]
     # every sft conversation starts with the system prompt, then the user, and ends with the agent
     roles = query(wh, "select messages[1].role, messages[2].role, messages[-1].role from sft")
     assert set(roles) == {("system", "user", "assistant")}

@@ -223,3 +223,26 @@ def test_teacher_with_rule_user_reaches_the_target(env, teacher, split, n):
     assert len(episodes) == n
     assert all(e.ended for e in episodes)
     assert average_reward([e.reward for e in episodes]) >= 0.8
+
+
+def test_teacher_backend_explores_only_when_sampling(env):
+    import asyncio
+    import random
+
+    from search.backends.base import Request, SamplingParams
+    from search.backends.teacher import TeacherBackend, perturb
+
+    backend = TeacherBackend(env.rows)
+    messages = [{"role": "system", "content": "x"},
+                {"role": "user", "content": "I need a train from cambridge to ely on friday, leaving after 17:00."}]
+    greedy = {json.dumps(asyncio.run(backend.complete(Request(messages, None, SamplingParams(0.0, seed=s)))).message)
+              for s in range(30)}
+    sampled = {json.dumps(asyncio.run(backend.complete(Request(messages, None, SamplingParams(1.0, seed=s)))).message)
+               for s in range(30)}
+    assert len(greedy) == 1 and len(sampled) > 1
+    call = {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function", "function": {
+        "name": "book_hotel", "arguments": json.dumps({"name": "acorn guest house", "people": "2", "day": "monday",
+                                                       "stay": "3"})}}]}
+    changed = perturb(call, random.Random(1))
+    assert changed != call and changed["tool_calls"][0]["function"]["name"] == "book_hotel"
+    assert perturb(call, random.Random(1)) == changed  # deterministic per seed

@@ -1,7 +1,8 @@
 -- dpo: one row per (divergence point, failed sibling): the shared prompt (the conversation up to the
 -- divergence), the golden child's turn as `chosen` and a sibling's turn that is neither golden nor
 -- successful as `rejected` (TRL columns prompt, chosen, rejected, tools). A turn is the child's agent
--- messages (assistant and tool), without the user reply that followed. Parameters: as dataset_rollouts.
+-- messages (assistant and tool), without the user reply that followed. A sibling whose turn equals the golden
+-- one (they parted later) is no preference and is left out. Parameters: as dataset_rollouts.
 CREATE OR REPLACE VIEW dpo AS
 WITH turns AS (
     SELECT c.rollout_id, c.node_id, list(c.message ORDER BY c.pos) AS messages
@@ -29,3 +30,4 @@ JOIN dataset_rollouts AS d ON d.rollout_id = p.rollout_id
 JOIN trajectories AS t ON t.rollout_id = p.rollout_id AND t.node_id = p.parent_id
 JOIN turns AS ct ON ct.rollout_id = p.rollout_id AND ct.node_id = p.chosen_id
 JOIN turns AS rt ON rt.rollout_id = p.rollout_id AND rt.node_id = p.rejected_id
+WHERE ct.messages IS DISTINCT FROM rt.messages

@@ -1,7 +1,8 @@
 -- kto: one row per KTO example (TRL columns prompt, completion, label, tools): every assistant message
 -- on a golden path is desirable; an assistant message of a node that is neither golden nor successful is
 -- undesirable when its prompt equals a desirable example's prompt (a sibling at a divergence point).
--- Exact duplicates are removed. Parameters: as dataset_rollouts (min_reward, run_id).
+-- Exact duplicates are removed, and so is an undesirable message identical to a desirable one for the same
+-- prompt (the branches parted later). Parameters: as dataset_rollouts (min_reward, run_id).
 CREATE OR REPLACE VIEW kto AS
 WITH examples AS (
     SELECT e.*, md5(to_json(e.prompt)::VARCHAR) AS prompt_key, md5(to_json(e.completion)::VARCHAR) AS completion_key
@@ -11,6 +12,7 @@ good AS (SELECT * FROM examples WHERE is_golden),
 bad AS (
     SELECT * FROM examples
     WHERE NOT is_golden AND NOT is_successful AND prompt_key IN (SELECT prompt_key FROM good)
+      AND (prompt_key, completion_key) NOT IN (SELECT (prompt_key, completion_key) FROM good)
 ),
 labelled AS (
     SELECT *, true AS label FROM good
