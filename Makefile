@@ -25,3 +25,4 @@ test: install
 
 bench: install
 	$(VENV)/bin/python bench/tools.py
+	$(VENV)/bin/python bench/harvest.py
