@@ -7,11 +7,6 @@ WITH nodes_per_run AS (
     FROM nodes AS n JOIN rollouts AS o ON o.rollout_id = n.rollout_id
     GROUP BY o.run_id
 ),
-calls_per_run AS (
-    SELECT o.run_id, count(*) AS tool_calls, count(*) FILTER (NOT c.ok) AS tool_errors
-    FROM tool_calls AS c JOIN rollouts AS o ON o.rollout_id = c.rollout_id
-    GROUP BY o.run_id
-),
 tokens_per_run AS (
     SELECT run_id, sum(completion_tokens) AS completion_tokens, sum(prompt_tokens) AS prompt_tokens
     FROM rollouts GROUP BY run_id
@@ -35,7 +30,7 @@ SELECT
 FROM runs AS r
 JOIN run_scores AS s ON s.run_id = r.run_id
 LEFT JOIN nodes_per_run AS n ON n.run_id = r.run_id
-LEFT JOIN calls_per_run AS c ON c.run_id = r.run_id
+LEFT JOIN run_tool_calls AS c ON c.run_id = r.run_id
 LEFT JOIN tokens_per_run AS t ON t.run_id = r.run_id
 WHERE r.kind = 'harvest'
 ORDER BY r.created_at

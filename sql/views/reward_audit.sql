@@ -6,11 +6,6 @@ WITH matched AS (
            count(DISTINCT (w.rollout_id, w.goal)) AS distinct_goals_matched
     FROM rewards AS w JOIN rollouts AS o ON o.rollout_id = w.rollout_id
     GROUP BY o.run_id
-),
-calls AS (
-    SELECT o.run_id, count(*) AS tool_calls, count(*) FILTER (NOT c.ok) AS tool_errors
-    FROM tool_calls AS c JOIN rollouts AS o ON o.rollout_id = c.rollout_id
-    GROUP BY o.run_id
 )
 SELECT
     r.run_id,                                                                 -- the run
@@ -27,5 +22,5 @@ SELECT
 FROM runs AS r
 JOIN rollouts AS o ON o.run_id = r.run_id
 LEFT JOIN matched AS m ON m.run_id = r.run_id
-LEFT JOIN calls AS c ON c.run_id = r.run_id
+LEFT JOIN run_tool_calls AS c ON c.run_id = r.run_id
 GROUP BY r.run_id, r.kind
