@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 export FACTORY_MULTIWOZ ?= $(if $(wildcard ../shared/multiwoz/data.json),$(abspath ../shared/multiwoz),)
 WAREHOUSE ?= warehouse.duckdb
 
-.PHONY: install demo test bench
+.PHONY: install demo example test bench
 install: $(VENV)/.installed
 
 # torch first and pinned: it resolves to the local CPU wheel; an unpinned torch pulls a CUDA build.
@@ -19,6 +19,21 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/factory toolwoz build -w $(WAREHOUSE)
 	$(VENV)/bin/factory toolwoz call search_train '{"departure": "cambridge", "destination": "ely", "day": "friday", "leaveAt": "17:00"}' -w $(WAREHOUSE)
+
+# A small real warehouse to commit and query right after install (README "Example warehouse").
+EXAMPLE ?= warehouse.duckdb.example
+example: install
+	rm -f $(EXAMPLE) $(EXAMPLE).wal $(EXAMPLE).lock
+	$(VENV)/bin/factory toolwoz build -w $(EXAMPLE)
+# the rule-based teacher: one conversation per task (an eval run) ...
+	$(VENV)/bin/factory eval --agent teacher --user rule --split val_boot --limit 20 -w $(EXAMPLE)
+# ... and JOSH trees; at temperature 1 it perturbs calls, so trees have failed siblings (KTO/DPO negatives)
+	$(VENV)/bin/factory harvest --agent teacher --user rule --split val_harvest --limit 10 --beam 8 --temperature 1.0 -w $(EXAMPLE)
+# the default agent ($FACTORY_HOME/models/tiny-toolwoz) on the first 4 of those tasks, kept short for CPU
+# (a teacher turn is at most ~60 tokens in its tokenizer, so 96 new tokens never cut a well-formed call)
+	$(VENV)/bin/factory harvest --split val_harvest --limit 4 --beam 4 --max-steps 4 --max-new-tokens 96 -w $(EXAMPLE)
+	rm -f $(EXAMPLE).lock
+	$(VENV)/bin/factory sql -w $(EXAMPLE) "select * from harvest_summary"
 
 test: install
 	$(VENV)/bin/python -m pytest

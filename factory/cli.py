@@ -22,6 +22,7 @@ COMMANDS = {
     "runs": "factory.commands.runs:runs",
     "train": "factory.commands.train:train",
     "export": "factory.commands.export:export",
+    "loop": "factory.commands.loop:loop",
 }
 
 

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 import sql
 from factory import __version__
-from factory.warehouse import run_query
 from factory.errors import FactoryError, UserError
+from factory.warehouse import run_query
 
 DATASET_VIEWS = ("sft", "kto", "dpo", "trajectories")  # what the "unknown view" error suggests
 TRL_COLUMNS = ("messages", "prompt", "completion", "label", "chosen", "rejected", "tools")

@@ -27,11 +27,13 @@ def create_default_model(multiwoz_path: str | None, out: Path | None = None) -> 
         return init_model(out, env.rows, list(env.tasks.values()))
 
 
-def ensure_default_agent(agent: str | None, multiwoz_path: str | None) -> None:
-    """Create the default tiny model on first use (no `--agent`), with a notice."""
+def ensure_default_agent(multiwoz_path: str | None, warehouse_path: str) -> None:
+    """Bootstrap the default tiny model on first use (a few minutes on CPU), with a notice."""
+    from factory.bootstrap import bootstrap
     from train.tiny_model import default_model_dir
 
-    if agent is not None or default_model_dir().exists():
+    if default_model_dir().exists():
         return
-    err.print(f"[yellow]No default model yet: creating the tiny model in {default_model_dir()}[/yellow]")
-    create_default_model(multiwoz_path)
+    err.print(f"[yellow]No default model yet: bootstrapping the tiny model into {default_model_dir()} "
+              "(a teacher run, then a short SFT; `factory model bootstrap` does this alone)[/yellow]")
+    bootstrap(default_model_dir(), warehouse_path, multiwoz_path, err)

@@ -15,15 +15,17 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+import sql
 from factory import runs, warehouse
 from factory.errors import Interrupted, UserError
-from factory.runs import RunSettings
 from factory.models import default_agent, ensure_default_agent
+from factory.runs import RunSettings
 from search.backends import BackendError, backend_kind, load_backend
 from search.backends.base import Backend, Request, SamplingParams
 from search.josh import RolloutResult, SearchConfig, branch_seed, run_rollout
 from search.runner import ToolRunner, run_all
 from toolwoz import multiwoz, tables
+from toolwoz.rewards import paired_bootstrap
 from toolwoz.tasks import Task, check_split
 from toolwoz.tools import ToolEnv
 from toolwoz.user_llm import LLMUser
@@ -85,9 +87,12 @@ def _user_factory(settings: RunSettings, user_backend: Backend | None) -> Callab
 
 def build_settings(kind: str, agent: str | None, search: SearchConfig, *, base_url: str | None, user: str,
                    user_model: str | None, user_base_url: str | None, split: str, limit: int | None,
-                   task_ids: str | None, concurrency: int, multiwoz_path: str | None = None) -> RunSettings:
-    """RunSettings from command-line values; without `agent`, the default tiny model (created on first use)."""
-    ensure_default_agent(agent, multiwoz_path)
+                   task_ids: str | None, concurrency: int, multiwoz_path: str | None = None,
+                   warehouse_path: str | None = None) -> RunSettings:
+    """RunSettings from command-line values; without `agent`, the default tiny model (bootstrapped on first
+    use, with its teacher run written to `warehouse_path`)."""
+    if agent is None and warehouse_path is not None:
+        ensure_default_agent(multiwoz_path, warehouse_path)
     agent = agent or default_agent()
     kind_of_backend = backend_kind(agent)
     if search.protocol == "react" and kind_of_backend == "teacher":
@@ -166,6 +171,22 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
             await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
         finally:
             await agent.aclose()
+
+
+def compare(warehouse_path: str, run_a: str, run_b: str, samples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """Run A vs run B on the tasks both finished: mean reward and 100% success of each, and the paired-bootstrap
+    interval of A - B (toolwoz.rewards.paired_bootstrap). Run ids may be unique prefixes."""
+    with warehouse.opened(warehouse_path, read_only=True) as con:
+        a, b = runs.resolve_run(con, run_a), runs.resolve_run(con, run_b)
+        rows = con.execute(sql.load("queries/paired_rewards"), {"run_a": a, "run_b": b}).fetchall()
+    if not rows:
+        raise UserError(f"runs {a} and {b} share no finished task; evaluate both on the same split")
+    reward_a, reward_b = [r[1] for r in rows], [r[2] for r in rows]
+    stats = paired_bootstrap(reward_a, reward_b, samples=samples, seed=seed)
+    return {"run_a": a, "run_b": b, "reward_a": round(sum(reward_a) / len(rows), 4),
+            "reward_b": round(sum(reward_b) / len(rows), 4),
+            "success_a": round(sum(r >= 1 - 1e-6 for r in reward_a) / len(rows), 4),
+            "success_b": round(sum(r >= 1 - 1e-6 for r in reward_b) / len(rows), 4), **stats}
 
 
 def summary(view: str, warehouse_path: str, report: RunReport) -> dict[str, Any]:

@@ -7,15 +7,11 @@ import json
 import click
 from rich.table import Table
 
-import sql
-from factory import rollouts, runs, warehouse
-from factory.errors import UserError
+from factory import rollouts
 from factory.options import check_user, json_option, rollout_options, warehouse_option
 from factory.output import err as console
 from factory.output import out, print_json
 from search.josh import SearchConfig
-from toolwoz.rewards import paired_bootstrap
-
 
 
 @click.group(name="eval", invoke_without_command=True)
@@ -42,7 +38,8 @@ def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_bas
                           semantics=semantics, protocol=protocol, seed=seed, finish_dialogue=True)
     settings = rollouts.build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency, multiwoz_path=multiwoz)
+                                       concurrency=concurrency, multiwoz_path=multiwoz,
+                                       warehouse_path=warehouse_path)
     report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=console)
     summary = rollouts.summary("eval_summary", warehouse_path, report)
     if as_json:
@@ -68,17 +65,8 @@ def compare(run_a: str, run_b: str, samples: int, seed: int, warehouse_path: str
     Example:
         factory eval compare eval-1a2b3c eval-4d5e6f --samples 20000
     """
-    with warehouse.opened(warehouse_path, read_only=True) as con:
-        a, b = runs.resolve_run(con, run_a), runs.resolve_run(con, run_b)
-        rows = con.execute(sql.load("queries/paired_rewards"), {"run_a": a, "run_b": b}).fetchall()
-    if not rows:
-        raise UserError(f"runs {a} and {b} share no finished task; evaluate both on the same split")
-    reward_a, reward_b = [r[1] for r in rows], [r[2] for r in rows]
-    stats = paired_bootstrap(reward_a, reward_b, samples=samples, seed=seed)
-    result = {"run_a": a, "run_b": b, "reward_a": round(sum(reward_a) / len(rows), 4),
-              "reward_b": round(sum(reward_b) / len(rows), 4),
-              "success_a": round(sum(r >= 1 - 1e-6 for r in reward_a) / len(rows), 4),
-              "success_b": round(sum(r >= 1 - 1e-6 for r in reward_b) / len(rows), 4), **stats}
+    result = rollouts.compare(warehouse_path, run_a, run_b, samples=samples, seed=seed)
+    a, b, stats = result["run_a"], result["run_b"], result
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -67,7 +67,8 @@ def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url
                           serial=serial)
     settings = rollouts.build_settings("harvest", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency, multiwoz_path=multiwoz)
+                                       concurrency=concurrency, multiwoz_path=multiwoz,
+                                       warehouse_path=warehouse_path)
     if temperature == 0 and beam > 1 and settings.backend != "teacher":
         err.print("[yellow]warning: temperature 0 makes every branch alike; JOSH needs sampling[/yellow]")
     report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err)

@@ -1,31 +1,34 @@
-"""`factory model`: create the tiny local default model (no model hub needed)."""
+"""`factory model`: create and bootstrap the tiny local default model (no model hub needed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import click
 
+from factory import output
 from factory.models import create_default_model
-from factory.options import multiwoz_option
-
+from factory.options import json_option, multiwoz_option, warehouse_option
+from factory.output import err, print_json
 
 
 @click.group()
 def model() -> None:
-    """Local models: create the tiny default agent.
+    """Local models: create the tiny default agent and bootstrap it on teacher conversations.
 
     \b
     Example:
-        factory model init
+        factory model bootstrap
         factory model init --out models/tiny
     """
 
 
 @model.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder to write (default: $FACTORY_HOME/models/tiny-toolwoz, the default agent).")
+              help="Folder to write (default: $FACTORY_HOME/models/tiny-toolwoz, the default agent; "
+                   "`factory model bootstrap` trains it).")
 @click.option("--force", is_flag=True, help="Overwrite an existing model folder.")
 @multiwoz_option
 def init(out: Path | None, force: bool, multiwoz: str | None) -> None:
@@ -44,3 +47,39 @@ def init(out: Path | None, force: bool, multiwoz: str | None) -> None:
     path = create_default_model(multiwoz, target)
     info = json.loads((path / "factory_model.json").read_text()) if (path / "factory_model.json").exists() else {}
     click.echo(f"Created {path}" + (f" ({json.dumps(info)})" if info else ""))
+
+
+@model.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for M0 (default: $FACTORY_HOME/models/tiny-toolwoz, the default agent).")
+@click.option("--force", is_flag=True, help="Replace an existing model folder.")
+@multiwoz_option
+@warehouse_option
+@json_option
+def bootstrap(out: Path | None, force: bool, multiwoz: str | None, warehouse_path: str, as_json: bool) -> None:
+    """Make the default agent M0: the teacher talks to the rule user on every `val_boot` task (a run in the
+    warehouse), then the untrained tiny model gets a short SFT on that run's `sft` view. The budget (tasks,
+    steps, learning rate) is fixed in factory/bootstrap.py and recorded in the model's factory_model.json.
+    A few minutes on a 2-core CPU.
+
+    \b
+    Example:
+        factory model bootstrap
+        factory model bootstrap --out models/m0 -w scratch.duckdb
+    """
+    from factory.bootstrap import BUDGET
+    from factory.bootstrap import bootstrap as run_bootstrap
+    from train.tiny_model import default_model_dir
+
+    target = (out or default_model_dir()).expanduser().resolve()
+    if target.exists() and any(target.iterdir()) and not force:
+        raise click.UsageError(f"{target} already exists; pass --force to replace it")
+    err.print(f"bootstrap budget: {json.dumps(dataclasses.asdict(BUDGET))}")
+    result = run_bootstrap(target, warehouse_path, multiwoz, err)
+    if as_json:
+        print_json(result)
+        return
+    out_line = (f"M0 -> {result['model']}: SFT on {result['rows']} teacher conversations (run "
+                f"{result['teacher_run']}), {result['steps']} steps, final loss {result['final_loss']:.4f} "
+                f"({result['seconds']:.0f} s)")
+    output.out.print(out_line)

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from factory import warehouse
-from factory.warehouse import run_query
 from factory.errors import UserError
 from factory.options import warehouse_option
 from factory.output import out, rows_table
+from factory.warehouse import run_query
 
 FORMATS = ("table", "csv", "json", "jsonl", "parquet")
 

@@ -20,7 +20,6 @@ from toolwoz.tasks import SPLITS, Task, check_split
 from toolwoz.tools import TOOL_NAMES, ToolEnv
 
 
-
 def _load_multiwoz(path: str | None) -> multiwoz.MultiWOZ:
     with Progress(TextColumn("downloading MultiWOZ"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=console, transient=True) as progress:

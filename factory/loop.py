@@ -1,0 +1,154 @@
+"""`factory loop`: one turn of JOSH self-training, measured against a control.
+
+    M0 (the bootstrapped default model, or --model)
+      -> eval M0 on the first N `test` tasks
+      -> harvest with M0 on `val_harvest` (beam B)             -> M1  = M0 + SFT on the harvest's `sft` view
+      -> M0's own beam-1 rollouts of the same tasks, unfiltered -> M0' = M0 + the same SFT steps on them
+      -> eval M1 and M0' on the same `test` tasks
+      -> paired bootstrap: M1 - M0 and M1 - M0'
+
+Only M1 - M0' > 0 says that JOSH's selection, not extra training, helped. Every stage is an ordinary run in
+the warehouse (eval and harvest runs resume when the loop is run again) and the models land in `out`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from factory import rollouts
+from factory.errors import UserError
+from factory.training import TrainJob, train_model
+from search.josh import SearchConfig
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The loop's sizes and settings (`factory loop` flags)."""
+
+    out: Path  # models M1, M0' and loop.json
+    model: str | None = None  # M0; None = the default model (bootstrapped on first use)
+    eval_tasks: int | None = 100  # first N `test` tasks; None = all 450 (--full)
+    harvest_tasks: int = 60  # first N `val_harvest` tasks
+    beam: int = 8
+    temperature: float = 1.0  # harvest and control sampling
+    max_steps: int = 15
+    max_new_tokens: int = 256
+    sft_steps: int = 60  # the same for M1 and M0'
+    learning_rate: float = 1e-3  # a further SFT of an already trained model: below the bootstrap's rate
+    min_reward: float = 0.01  # harvest rollouts whose golden path is kept: any goal met
+    concurrency: int = 16
+    seed: int = 0
+
+
+@dataclass
+class LoopResult:
+    """What the loop produced: runs and models per stage, scores, comparisons and wall times."""
+
+    config: dict[str, Any]
+    runs: dict[str, str] = field(default_factory=dict)  # stage -> run id
+    models: dict[str, str] = field(default_factory=dict)  # M0 / M1 / M0' -> folder
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> eval summary
+    training: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> train summary
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "M1 - M0" -> paired bootstrap
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+
+
+def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, console: Console) -> LoopResult:
+    """Run (or resume) every stage; returns the result and writes it to `cfg.out / loop.json`."""
+    from train.recipes import get
+
+    result = LoopResult(config={k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()})
+
+    def stage(name: str, fn: Callable[[], T]) -> T:
+        console.rule(f"[bold]{name}")
+        start = time.monotonic()
+        value = fn()
+        result.seconds[name] = round(time.monotonic() - start, 1)
+        return value
+
+    def rollout_run(kind: str, agent: str | None, search: SearchConfig, split: str, limit: int | None) -> str:
+        settings = rollouts.build_settings(kind, agent, search, base_url=None, user="rule", user_model=None,
+                                           user_base_url=None, split=split, limit=limit, task_ids=None,
+                                           concurrency=cfg.concurrency, multiwoz_path=multiwoz_path,
+                                           warehouse_path=warehouse_path)
+        report = rollouts.execute(settings, warehouse_path, run_name=None, multiwoz_path=multiwoz_path,
+                                  console=console)
+        return report.run_id
+
+    # The same settings as `factory eval` / `factory harvest` with these flags, so the runs are shared with them.
+    evaluate = SearchConfig(beam=1, max_steps=cfg.max_steps, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
+                            seed=cfg.seed, finish_dialogue=True)
+    harvest = SearchConfig(beam=cfg.beam, max_steps=cfg.max_steps, temperature=cfg.temperature,
+                           max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    control = dataclasses.replace(harvest, beam=1)
+
+    m0 = stage("bootstrap M0", lambda: _ensure_m0(cfg.model, warehouse_path, multiwoz_path))
+    result.models["M0"] = m0
+    result.runs["eval M0"] = stage("eval M0", lambda: rollout_run("eval", m0, evaluate, "test", cfg.eval_tasks))
+    result.runs["harvest M0"] = stage("harvest M0", lambda: rollout_run("harvest", m0, harvest, "val_harvest",
+                                                                        cfg.harvest_tasks))
+    result.runs["control M0"] = stage("control rollouts M0 (beam 1)",
+                                      lambda: rollout_run("harvest", m0, control, "val_harvest", cfg.harvest_tasks))
+
+    recipe = dataclasses.replace(get("cpu", "sft"), max_steps=cfg.sft_steps, learning_rate=cfg.learning_rate)
+    trainings = {"M1": ("sft", result.runs["harvest M0"], cfg.min_reward),
+                 "M0'": ("sft_unfiltered", result.runs["control M0"], 0.0)}
+    for name, (view, run_id, min_reward) in trainings.items():
+        folder = cfg.out / ("m1" if name == "M1" else "m0-control")
+        job = TrainJob(method="sft", recipe=recipe, out_dir=folder, warehouse_path=warehouse_path, model=m0,
+                       view=view, run_ids=(run_id,), view_params={"min_reward": min_reward}, seed=cfg.seed,
+                       force=True)
+        result.training[name] = stage(f"train {name}", lambda job=job: _train(job, name))
+        result.models[name] = str(folder)
+    for name in ("M1", "M0'"):
+        result.runs[f"eval {name}"] = stage(f"eval {name}", lambda name=name: rollout_run(
+            "eval", result.models[name], evaluate, "test", cfg.eval_tasks))
+
+    for name in ("M0", "M0'", "M1"):
+        result.scores[name] = _scores(warehouse_path, result.runs[f"eval {name}"])
+    for other in ("M0", "M0'"):
+        result.comparisons[f"M1 - {other}"] = rollouts.compare(warehouse_path, result.runs["eval M1"],
+                                                               result.runs[f"eval {other}"], seed=cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "loop.json").write_text(json.dumps(dataclasses.asdict(result), indent=2, default=str) + "\n")
+    return result
+
+
+def _train(job: TrainJob, name: str) -> dict[str, Any]:
+    try:
+        return train_model(job)
+    except UserError as e:
+        if not str(e).startswith("no rows"):
+            raise
+        run = job.run_ids[0]
+        raise UserError(f"{name} has no training rows: no rollout of run {run} reached reward "
+                        f"{job.view_params['min_reward']} (`factory sql \"select * from harvest_summary\"`); use a "
+                        "stronger M0, a larger --beam or more --harvest-tasks (finished runs are kept: the loop "
+                        "resumes)") from None
+
+
+def _ensure_m0(model: str | None, warehouse_path: str, multiwoz_path: str | None) -> str:
+    from factory.models import default_agent, ensure_default_agent
+
+    if model is not None:
+        return model
+    ensure_default_agent(multiwoz_path, warehouse_path)
+    return default_agent()
+
+
+def _scores(warehouse_path: str, run_id: str) -> dict[str, Any]:
+    from factory import warehouse
+
+    with warehouse.opened(warehouse_path, read_only=True) as con:
+        cur = con.execute("SELECT * FROM eval_summary WHERE run_id = ?", [run_id])
+        return dict(zip([d[0] for d in cur.description], cur.fetchone()))

@@ -1,0 +1,96 @@
+"""`factory model bootstrap` and `factory loop` end to end, on tiny sizes.
+
+The untrained test model never earns a reward, so the first loop run stops at "M1 has no training rows"
+(a user-facing outcome with a one-line error). The test then marks one branch per harvest rollout golden and
+rewarded, as a successful harvest would have, and runs the loop again: it resumes the committed eval and
+harvest runs and goes on to train M1 and M0' and evaluate them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from transformers import AutoModelForCausalLM
+
+from factory import bootstrap
+from factory.output import err
+from tests.conftest import MULTIWOZ_DIR, one_line_error, query, run
+
+SMALL = ["--eval-tasks", "2", "--harvest-tasks", "2", "--beam", "2", "--max-steps", "2", "--max-new-tokens", "12",
+         "--sft-steps", "2"]
+
+
+def test_bootstrap_trains_m0_on_a_teacher_run_and_records_the_budget(model_dir, wh, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACTORY_HOME", str(tmp_path / "home"))
+    budget = dataclasses.replace(bootstrap.BUDGET, tasks=4, steps=2, max_length=512)
+    start = bootstrap.init_dir(tmp_path / "m0")
+    start.parent.mkdir(exist_ok=True)
+    shutil.copytree(model_dir, start)  # the untrained model: skip the tokenizer training
+    result = bootstrap.bootstrap(tmp_path / "m0", str(wh), str(MULTIWOZ_DIR), err, budget)
+
+    info = json.loads((tmp_path / "m0" / "factory_model.json").read_text())
+    assert info["bootstrap"]["budget"] == dataclasses.asdict(budget)
+    assert info["bootstrap"]["teacher_run"] == result["teacher_run"]
+    assert info["bootstrap"]["steps"] == 2 and info["bootstrap"]["rows"] == 4
+    assert query(wh, "SELECT kind, agent_model, split FROM runs WHERE run_id = ?", [result["teacher_run"]]) == [
+        ("eval", "teacher", "val_boot")]
+    assert query(wh, "SELECT count(*) FROM runs WHERE kind = 'train'") == [(1,)]
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "m0") is not None
+    assert not (tmp_path / "m0-staging").exists()
+
+
+def _relabel_harvest(path: Path, run_id: str) -> int:
+    """Mark each rollout's deepest branch golden and rewarded, as if the harvest had succeeded."""
+    con = duckdb.connect(str(path))
+    con.execute("""
+        UPDATE nodes SET is_golden = true
+        FROM (SELECT n.rollout_id, unnest(arg_max(n.path, n.depth)) AS node_id
+              FROM nodes AS n JOIN rollouts AS o USING (rollout_id) WHERE o.run_id = $run GROUP BY n.rollout_id) AS g
+        WHERE nodes.rollout_id = g.rollout_id AND nodes.node_id = g.node_id""", {"run": run_id})
+    con.execute("UPDATE rollouts SET reward = 1.0 WHERE run_id = $run", {"run": run_id})
+    n = con.execute("SELECT count(*) FROM rollouts WHERE run_id = $run", {"run": run_id}).fetchone()[0]
+    con.close()
+    return n
+
+
+@pytest.mark.slow
+def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh, tmp_path):
+    out = tmp_path / "loop"
+    args = ["loop", "--model", str(model_dir), "--out", str(out), *SMALL, "-w", str(wh)]
+    first = run(*args)
+    assert first.returncode == 2, first.stderr[-2000:]
+    assert "M1 has no training rows" in one_line_error(first)
+    kinds = dict(query(wh, "SELECT kind || ':' || beam_size, run_id FROM runs"))
+    assert set(kinds) >= {"eval:1", "harvest:2", "harvest:1"}  # eval M0, harvest, control: committed
+
+    assert _relabel_harvest(wh, kinds["harvest:2"]) == 2
+    second = run(*args, "--json")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming run" in second.stderr  # the eval and harvest runs of the first attempt
+    result = json.loads(second.stdout)
+    assert result["runs"]["harvest M0"] == kinds["harvest:2"]
+    assert set(result["scores"]) == {"M0", "M0'", "M1"}
+    assert result["training"]["M1"]["steps"] == result["training"]["M0'"]["steps"] == 2
+    assert result["training"]["M1"]["view"] == "sft" and result["training"]["M0'"]["view"] == "sft_unfiltered"
+    for label in ("M1 - M0", "M1 - M0'"):
+        c = result["comparisons"][label]
+        assert c["tasks"] == 2 and c["low"] <= c["diff"] <= c["high"]
+    assert set(result["seconds"]) >= {"eval M0", "harvest M0", "train M1", "train M0'", "eval M1", "eval M0'"}
+    # Every model evaluated on the same two test tasks; the trained models are loadable folders.
+    evals = [result["runs"][f"eval {m}"] for m in ("M0", "M0'", "M1")]
+    for run_id in evals:
+        assert query(wh, "SELECT count(*), min(split) FROM rollouts JOIN runs USING (run_id) WHERE run_id = ?",
+                     [run_id]) == [(2, "test")]
+    for name in ("m1", "m0-control"):
+        manifest = json.loads((out / name / "factory.json").read_text())
+        assert manifest["data"]["test_rows"] == 0
+    assert json.loads((out / "loop.json").read_text())["runs"] == result["runs"]
+
+    table = run(*args)
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert "M1 - M0'" in table.stdout and "wall time per stage" in table.stdout
