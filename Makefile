@@ -16,13 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The main job: bootstrap the tiny model M0 (first time only), then one measured JOSH self-training loop.
 demo: install
-	$(VENV)/bin/factory toolwoz build -w $(WAREHOUSE)
-	$(VENV)/bin/factory toolwoz call search_train '{"departure": "cambridge", "destination": "ely", "day": "friday", "leaveAt": "17:00"}' -w $(WAREHOUSE)
+	$(VENV)/bin/factory loop -w $(WAREHOUSE)
 
 # A small real warehouse to commit and query right after install (README "Example warehouse").
 EXAMPLE ?= warehouse.duckdb.example
 example: install
+	$(VENV)/bin/factory model bootstrap -w $(WAREHOUSE)   # the default agent M0, if not there yet
 	rm -f $(EXAMPLE) $(EXAMPLE).wal $(EXAMPLE).lock
 	$(VENV)/bin/factory toolwoz build -w $(EXAMPLE)
 # the rule-based teacher: one conversation per task (an eval run) ...

@@ -1,4 +1,4 @@
-"""The default agent: the tiny local model in $FACTORY_HOME/models, created on first use."""
+"""The default agent: the tiny local model in $FACTORY_HOME/models, bootstrapped on first use."""
 
 from __future__ import annotations
 

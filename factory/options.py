@@ -33,7 +33,7 @@ def rollout_options(default_split: str, default_temperature: float):
     options = [
         click.option("--agent", default=None,
                      help="A model folder or Hub id, `openai:MODEL` (with --base-url), or `teacher`. "
-                          "Default: the tiny model in $FACTORY_HOME/models, created on first use."),
+                          "Default: the tiny model in $FACTORY_HOME/models, bootstrapped on first use."),
         click.option("--base-url", default=None, help="OpenAI-compatible endpoint for `openai:` agents."),
         click.option("--user", type=click.Choice(["rule", "llm"]), default="rule", show_default=True,
                      help="User simulator: agenda-based `rule`, or an `llm` customer (see --user-model)."),

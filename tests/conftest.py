@@ -139,6 +139,23 @@ def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
         con.close()
 
 
+def mark_deepest_golden(path: Path, run_id: str) -> int:
+    """Mark each rollout's deepest branch of `run_id` golden and its reward 1, as if the harvest had succeeded
+    (the untrained test model never earns a reward). Returns the run's rollout count."""
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("""
+            UPDATE nodes SET is_golden = true
+            FROM (SELECT n.rollout_id, unnest(arg_max(n.path, n.depth)) AS node_id
+                  FROM nodes AS n JOIN rollouts AS o USING (rollout_id) WHERE o.run_id = $run
+                  GROUP BY n.rollout_id) AS g
+            WHERE nodes.rollout_id = g.rollout_id AND nodes.node_id = g.node_id""", {"run": run_id})
+        con.execute("UPDATE rollouts SET reward = 1.0 WHERE run_id = $run", {"run": run_id})
+        return con.execute("SELECT count(*) FROM rollouts WHERE run_id = $run", {"run": run_id}).fetchone()[0]
+    finally:
+        con.close()
+
+
 def check_consistent(path: Path) -> None:
     """No half rollout: every stored node/message/call belongs to a committed rollout whose counts match."""
     assert query(path, "select count(*) from nodes where rollout_id not in (select rollout_id from rollouts)") == [(0,)]

@@ -11,15 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 
-import duckdb
 import pytest
 from transformers import AutoModelForCausalLM
 
 from factory import bootstrap
 from factory.output import err
-from tests.conftest import MULTIWOZ_DIR, one_line_error, query, run
+from tests.conftest import MULTIWOZ_DIR, mark_deepest_golden, one_line_error, query, run
 
 SMALL = ["--eval-tasks", "2", "--harvest-tasks", "2", "--beam", "2", "--max-steps", "2", "--max-new-tokens", "12",
          "--sft-steps", "2"]
@@ -44,20 +42,6 @@ def test_bootstrap_trains_m0_on_a_teacher_run_and_records_the_budget(model_dir, 
     assert not (tmp_path / "m0-staging").exists()
 
 
-def _relabel_harvest(path: Path, run_id: str) -> int:
-    """Mark each rollout's deepest branch golden and rewarded, as if the harvest had succeeded."""
-    con = duckdb.connect(str(path))
-    con.execute("""
-        UPDATE nodes SET is_golden = true
-        FROM (SELECT n.rollout_id, unnest(arg_max(n.path, n.depth)) AS node_id
-              FROM nodes AS n JOIN rollouts AS o USING (rollout_id) WHERE o.run_id = $run GROUP BY n.rollout_id) AS g
-        WHERE nodes.rollout_id = g.rollout_id AND nodes.node_id = g.node_id""", {"run": run_id})
-    con.execute("UPDATE rollouts SET reward = 1.0 WHERE run_id = $run", {"run": run_id})
-    n = con.execute("SELECT count(*) FROM rollouts WHERE run_id = $run", {"run": run_id}).fetchone()[0]
-    con.close()
-    return n
-
-
 @pytest.mark.slow
 def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh, tmp_path):
     out = tmp_path / "loop"
@@ -68,7 +52,7 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     kinds = dict(query(wh, "SELECT kind || ':' || beam_size, run_id FROM runs"))
     assert set(kinds) >= {"eval:1", "harvest:2", "harvest:1"}  # eval M0, harvest, control: committed
 
-    assert _relabel_harvest(wh, kinds["harvest:2"]) == 2
+    assert mark_deepest_golden(wh, kinds["harvest:2"]) == 2
     second = run(*args, "--json")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming run" in second.stderr  # the eval and harvest runs of the first attempt

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import MULTIWOZ_DIR, one_line_error, run
+from tests.conftest import MULTIWOZ_DIR, mark_deepest_golden, one_line_error, run
 from train import data, recipes
 from train.recipes import TrainInputError
 
@@ -41,15 +41,8 @@ def home(tmp_path_factory) -> dict:
     con.close()
     relabelled = str(root / "relabelled.duckdb")
     shutil.copy(w, relabelled)
-    con = duckdb.connect(relabelled)
     tiny = ids["harvest:false"]
-    con.execute("""
-        UPDATE nodes SET is_golden = true
-        FROM (SELECT n.rollout_id, unnest(arg_max(n.path, n.depth)) AS node_id
-              FROM nodes AS n JOIN rollouts AS o USING (rollout_id) WHERE o.run_id = $run GROUP BY n.rollout_id) AS g
-        WHERE nodes.rollout_id = g.rollout_id AND nodes.node_id = g.node_id""", {"run": tiny})
-    con.execute("UPDATE rollouts SET reward = 1.0 WHERE run_id = $run", {"run": tiny})
-    con.close()
+    mark_deepest_golden(Path(relabelled), tiny)
     return {"root": root, "env": env, "w": w, "relabelled": relabelled, "teacher": ids["harvest:true"],
             "tiny": tiny, "eval": ids["eval:true"], "model": str(root / "home" / "models" / "tiny-toolwoz")}
 

@@ -52,7 +52,7 @@ def init(out: Path | None, force: bool, multiwoz: str | None) -> None:
 @model.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for M0 (default: $FACTORY_HOME/models/tiny-toolwoz, the default agent).")
-@click.option("--force", is_flag=True, help="Replace an existing model folder.")
+@click.option("--force", is_flag=True, help="Bootstrap again even if --out holds a bootstrapped model.")
 @multiwoz_option
 @warehouse_option
 @json_option
@@ -60,7 +60,8 @@ def bootstrap(out: Path | None, force: bool, multiwoz: str | None, warehouse_pat
     """Make the default agent M0: the teacher talks to the rule user on every `val_boot` task (a run in the
     warehouse), then the untrained tiny model gets a short SFT on that run's `sft` view. The budget (tasks,
     steps, learning rate) is fixed in factory/bootstrap.py and recorded in the model's factory_model.json.
-    A few minutes on a 2-core CPU.
+    A few minutes on a 2-core CPU; does nothing if --out is bootstrapped already (an untrained
+    `factory model init` folder there is replaced).
 
     \b
     Example:
@@ -72,8 +73,14 @@ def bootstrap(out: Path | None, force: bool, multiwoz: str | None, warehouse_pat
     from train.tiny_model import default_model_dir
 
     target = (out or default_model_dir()).expanduser().resolve()
-    if target.exists() and any(target.iterdir()) and not force:
-        raise click.UsageError(f"{target} already exists; pass --force to replace it")
+    info_file = target / "factory_model.json"
+    done = json.loads(info_file.read_text()).get("bootstrap") if info_file.exists() else None
+    if done and not force:
+        err.print(f"{target} is bootstrapped already (teacher run {done['teacher_run']}, {done['steps']} steps, "
+                  f"final loss {done['final_loss']:.4f}); pass --force to redo it")
+        return
+    if target.exists() and any(target.iterdir()) and not info_file.exists() and not force:
+        raise click.UsageError(f"{target} exists and is not a factory model; pass --force to replace it")
     err.print(f"bootstrap budget: {json.dumps(dataclasses.asdict(BUDGET))}")
     result = run_bootstrap(target, warehouse_path, multiwoz, err)
     if as_json:

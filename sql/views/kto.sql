@@ -1,6 +1,7 @@
 -- kto: one row per KTO example (TRL columns prompt, completion, label, tools): every assistant message
 -- on a golden path is desirable; an assistant message of a node that is neither golden nor successful is
--- undesirable when its prompt equals a desirable example's prompt (a sibling at a divergence point).
+-- undesirable when its prompt equals a desirable example's prompt in the same tree (a sibling at a divergence
+-- point; never a turn of another run or rollout that happens to share the opening).
 -- Exact duplicates are removed, and so is an undesirable message identical to a desirable one for the same
 -- prompt (the branches parted later). Parameters: as dataset_rollouts (min_reward, run_id).
 CREATE OR REPLACE VIEW kto AS
@@ -11,7 +12,7 @@ WITH examples AS (
 good AS (SELECT * FROM examples WHERE is_golden),
 bad AS (
     SELECT * FROM examples
-    WHERE NOT is_golden AND NOT is_successful AND prompt_key IN (SELECT prompt_key FROM good)
+    WHERE NOT is_golden AND NOT is_successful AND (rollout_id, prompt_key) IN (SELECT (rollout_id, prompt_key) FROM good)
       AND (prompt_key, completion_key) NOT IN (SELECT (prompt_key, completion_key) FROM good)
 ),
 labelled AS (

@@ -7,21 +7,14 @@ WITH deepest AS (
     SELECT rollout_id, arg_max(node_id, depth) AS node_id
     FROM nodes
     GROUP BY rollout_id
-),
-paths AS (
-    SELECT d.rollout_id, d.run_id, d.task_id, d.reward, d.tools, t.messages,
-           len(t.messages) + 1 - list_position(list_reverse(list_transform(t.messages, lambda m: m.role)), 'assistant')
-               AS last_assistant
-    FROM dataset_rollouts AS d
-    JOIN deepest AS g ON g.rollout_id = d.rollout_id
-    JOIN trajectories AS t ON t.rollout_id = g.rollout_id AND t.node_id = g.node_id
 )
 SELECT
-    rollout_id,                                   -- the rollout
-    run_id,                                       -- its run
-    task_id,                                      -- its task
-    reward,                                       -- its reward (any, down to min_reward)
-    list_slice(messages, 1, last_assistant) AS messages,  -- system, user, assistant (+ tool calls), tool ...
-    tools                                         -- tool schemas as JSON text
-FROM paths
-WHERE last_assistant IS NOT NULL
+    p.rollout_id,                                 -- the rollout
+    p.run_id,                                     -- its run
+    p.task_id,                                    -- its task
+    p.reward,                                     -- its reward (any, down to min_reward)
+    p.messages,                                   -- system, user, assistant (+ tool calls), tool ...
+    p.tools                                       -- tool schemas as JSON text
+FROM path_conversations AS p
+JOIN deepest AS g ON g.rollout_id = p.rollout_id AND g.node_id = p.node_id
+WHERE p.messages IS NOT NULL
