@@ -44,6 +44,7 @@ class LoopConfig:
     max_steps: int = 15
     max_new_tokens: int = 256
     sft_steps: int = 60  # the same for M1 and M0'
+    kto_steps: int = 0  # > 0: M1 gets KTO on the harvest's `kto` view after its SFT (M0' does not)
     learning_rate: float = 1e-3  # a further SFT of an already trained model: below the bootstrap's rate
     min_reward: float = 0.01  # harvest rollouts whose golden path is kept: any goal met
     concurrency: int = 16
@@ -110,6 +111,13 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
                        force=True)
         result.training[name] = stage(f"train {name}", lambda job=job: _train(job, name))
         result.models[name] = str(folder)
+    if cfg.kto_steps:
+        kto = dataclasses.replace(get("cpu", "kto"), max_steps=cfg.kto_steps)
+        job = TrainJob(method="kto", recipe=kto, out_dir=cfg.out / "m1-kto", warehouse_path=warehouse_path,
+                       model=result.models["M1"], run_ids=(result.runs["harvest M0"],),
+                       view_params={"min_reward": cfg.min_reward}, seed=cfg.seed, force=True)
+        result.training["M1 (kto)"] = stage("train M1 (kto)", lambda: _train(job, "M1 (kto)"))
+        result.models["M1"] = str(job.out_dir)
     for name in ("M1", "M0'"):
         result.runs[f"eval {name}"] = stage(f"eval {name}", lambda name=name: rollout_run(
             "eval", result.models[name], evaluate, "test", cfg.eval_tasks))

@@ -33,7 +33,7 @@ def model() -> None:
 @multiwoz_option
 def init(out: Path | None, force: bool, multiwoz: str | None) -> None:
     """Create the tiny default model: a byte-level BPE tokenizer trained on ToolWOZ text, a chat template that
-    renders tools and tool calls, and a small untrained Llama (a few million parameters).
+    renders tools and tool calls, and a small untrained Llama (about 0.9M parameters).
 
     \b
     Example:
