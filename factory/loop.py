@@ -25,7 +25,7 @@ from rich.console import Console
 
 from factory import rollouts
 from factory.errors import UserError
-from factory.training import TrainJob, train_model
+from factory.training import FACTORY_JSON, TrainJob, train_model
 from search.josh import SearchConfig
 
 T = TypeVar("T")
@@ -43,7 +43,8 @@ class LoopConfig:
     temperature: float = 1.0  # harvest and control sampling
     max_steps: int = 15
     max_new_tokens: int = 256
-    sft_steps: int = 60  # the same for M1 and M0'
+    sft_epochs: float = 3.0  # passes over M1's rows (the cpu recipe's); M0' gets as many steps as M1 took
+    sft_steps: int | None = None  # a fixed step count for both instead
     kto_steps: int = 0  # > 0: M1 gets KTO on the harvest's `kto` view after its SFT (M0' does not)
     learning_rate: float = 1e-3  # a further SFT of an already trained model: below the bootstrap's rate
     min_reward: float = 0.01  # harvest rollouts whose golden path is kept: any goal met
@@ -77,12 +78,13 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
         result.seconds[name] = round(time.monotonic() - start, 1)
         return value
 
-    def rollout_run(kind: str, agent: str | None, search: SearchConfig, split: str, limit: int | None) -> str:
+    def rollout_run(kind: str, agent: str | None, search: SearchConfig, split: str, limit: int | None,
+                    name: str | None = None) -> str:
         settings = rollouts.build_settings(kind, agent, search, base_url=None, user="rule", user_model=None,
                                            user_base_url=None, split=split, limit=limit, task_ids=None,
                                            concurrency=cfg.concurrency, multiwoz_path=multiwoz_path,
                                            warehouse_path=warehouse_path)
-        report = rollouts.execute(settings, warehouse_path, run_name=None, multiwoz_path=multiwoz_path,
+        report = rollouts.execute(settings, warehouse_path, run_name=name, multiwoz_path=multiwoz_path,
                                   console=console)
         return report.run_id
 
@@ -101,16 +103,19 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
     result.runs["control M0"] = stage("control rollouts M0 (beam 1)",
                                       lambda: rollout_run("harvest", m0, control, "val_harvest", cfg.harvest_tasks))
 
-    recipe = dataclasses.replace(get("cpu", "sft"), max_steps=cfg.sft_steps, learning_rate=cfg.learning_rate)
-    trainings = {"M1": ("sft", result.runs["harvest M0"], cfg.min_reward),
-                 "M0'": ("sft_unfiltered", result.runs["control M0"], 0.0)}
-    for name, (view, run_id, min_reward) in trainings.items():
-        folder = cfg.out / ("m1" if name == "M1" else "m0-control")
-        job = TrainJob(method="sft", recipe=recipe, out_dir=folder, warehouse_path=warehouse_path, model=m0,
-                       view=view, run_ids=(run_id,), view_params={"min_reward": min_reward}, seed=cfg.seed,
-                       force=True)
-        result.training[name] = stage(f"train {name}", lambda job=job: _train(job, name))
-        result.models[name] = str(folder)
+    # M1 trains for `sft_epochs` over its golden paths (however many the harvest gave); M0' then gets exactly
+    # as many optimizer steps, so the two differ only in which rollouts they learn from.
+    recipe = dataclasses.replace(get("cpu", "sft"), learning_rate=cfg.learning_rate, epochs=cfg.sft_epochs,
+                                 max_steps=cfg.sft_steps or -1)
+    trainings = {"M1": ("sft", "m1", result.runs["harvest M0"], cfg.min_reward),
+                 "M0'": ("sft_unfiltered", "m0-control", result.runs["control M0"], 0.0)}
+    for name, (view, folder, run_id, min_reward) in trainings.items():
+        job = TrainJob(method="sft", recipe=recipe, out_dir=cfg.out / folder, warehouse_path=warehouse_path,
+                       model=m0, view=view, run_ids=(run_id,), view_params={"min_reward": min_reward},
+                       seed=cfg.seed, force=True)
+        result.training[name] = stage(f"train {name}", lambda job=job, name=name: _train(job, name))
+        result.models[name] = str(job.out_dir)
+        recipe = dataclasses.replace(recipe, max_steps=result.training["M1"]["steps"])
     if cfg.kto_steps:
         kto = dataclasses.replace(get("cpu", "kto"), max_steps=cfg.kto_steps)
         job = TrainJob(method="kto", recipe=kto, out_dir=cfg.out / "m1-kto", warehouse_path=warehouse_path,
@@ -118,9 +123,12 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
                        view_params={"min_reward": cfg.min_reward}, seed=cfg.seed, force=True)
         result.training["M1 (kto)"] = stage("train M1 (kto)", lambda: _train(job, "M1 (kto)"))
         result.models["M1"] = str(job.out_dir)
+    # A trained model's folder is reused by the next loop, so its eval run is named after the training run:
+    # a retrained model never resumes the evaluation of the one it replaced.
+    final = {"M1": result.training.get("M1 (kto)", result.training["M1"]), "M0'": result.training["M0'"]}
     for name in ("M1", "M0'"):
         result.runs[f"eval {name}"] = stage(f"eval {name}", lambda name=name: rollout_run(
-            "eval", result.models[name], evaluate, "test", cfg.eval_tasks))
+            "eval", result.models[name], evaluate, "test", cfg.eval_tasks, name=f"eval-{final[name]['run_id']}"))
 
     for name in ("M0", "M0'", "M1"):
         result.scores[name] = _scores(warehouse_path, result.runs[f"eval {name}"])
@@ -133,6 +141,9 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
 
 
 def _train(job: TrainJob, name: str) -> dict[str, Any]:
+    """Train `job`, or reuse its output folder when an earlier loop trained it the same way."""
+    if (done := _same_training(job)) is not None:
+        return done
     try:
         return train_model(job)
     except UserError as e:
@@ -143,6 +154,29 @@ def _train(job: TrainJob, name: str) -> dict[str, Any]:
                         f"{job.view_params['min_reward']} (`factory sql \"select * from harvest_summary\"`); use a "
                         "stronger M0, a larger --beam or more --harvest-tasks (finished runs are kept: the loop "
                         "resumes)") from None
+
+
+def _same_training(job: TrainJob) -> dict[str, Any] | None:
+    """The summary of `job.out_dir` if its factory.json shows the same start model, data and recipe."""
+    manifest_file = job.out_dir / FACTORY_JSON
+    if not manifest_file.exists():
+        return None
+    m = json.loads(manifest_file.read_text())
+    model = str(Path(job.model).resolve()) if job.model and Path(job.model).exists() else job.model
+    wanted = {"method": job.method, "model": model,
+              "view": job.view, "seed": job.seed, "recipe": json.loads(json.dumps(dataclasses.asdict(job.recipe))),
+              "runs": list(job.run_ids), "params": {k: v for k, v in job.view_params.items() if v is not None},
+              "warehouse": str(Path(job.warehouse_path).resolve())}
+    found = {"method": m.get("method"), "model": m.get("model"), "view": m.get("view"), "seed": m.get("seed"),
+             "recipe": m.get("recipe"), "runs": (m.get("data") or {}).get("params", {}).get("run_id"),
+             "params": {k: v for k, v in (m.get("data") or {}).get("params", {}).items() if k != "run_id"},
+             "warehouse": m.get("warehouse")}
+    if found != wanted:
+        return None
+    r = m["result"]
+    return {"run_id": m["run_id"], "method": job.method, "out": str(job.out_dir), "view": job.view,
+            "rows": m["data"]["rows"], "reused": True,
+            **{k: r[k] for k in ("rows_used", "steps", "final_loss", "train_loss", "seconds", "steps_per_second")}}
 
 
 def _ensure_m0(model: str | None, warehouse_path: str, multiwoz_path: str | None) -> str:

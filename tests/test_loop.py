@@ -75,6 +75,21 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
         assert manifest["data"]["test_rows"] == 0
     assert json.loads((out / "loop.json").read_text())["runs"] == result["runs"]
 
+    # Run again: every rollout run resumes with nothing to do, both trainings are reused (same data and
+    # recipe), and M1's and M0''s eval runs are the same ones (named after their training runs).
     table = run(*args)
     assert table.returncode == 0, table.stderr[-2000:]
     assert "M1 - M0'" in table.stdout and "wall time per stage" in table.stdout
+    again = json.loads((out / "loop.json").read_text())
+    assert again["runs"] == result["runs"]
+    assert again["training"]["M1"]["reused"] and again["training"]["M0'"]["reused"]
+    assert query(wh, "SELECT count(*) FROM runs WHERE kind = 'train'") == [(2,)]
+
+    # KTO after M1's SFT: M1 becomes the KTO model and is evaluated in a run of its own.
+    kto = run(*args, "--kto-steps", "1", "--json")
+    assert kto.returncode == 0, kto.stderr[-3000:]
+    with_kto = json.loads(kto.stdout)
+    assert with_kto["models"]["M1"] == str(out / "m1-kto")
+    assert with_kto["training"]["M1 (kto)"]["steps"] == 1
+    assert with_kto["runs"]["eval M1"] == f"eval-{with_kto['training']['M1 (kto)']['run_id']}"
+    assert with_kto["runs"]["eval M1"] != result["runs"]["eval M1"]

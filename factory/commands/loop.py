@@ -32,8 +32,10 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @click.option("--max-steps", type=click.IntRange(min=1), default=DEFAULTS.max_steps, show_default=True,
               help="Agent turns per conversation branch.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULTS.max_new_tokens, show_default=True)
-@click.option("--sft-steps", type=click.IntRange(min=1), default=DEFAULTS.sft_steps, show_default=True,
-              help="SFT steps for M1 and, the same, for M0'.")
+@click.option("--sft-epochs", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.sft_epochs,
+              show_default=True, help="Passes over M1's golden paths; M0' gets the same number of SFT steps.")
+@click.option("--sft-steps", type=click.IntRange(min=1), default=None,
+              help="A fixed number of SFT steps for M1 and M0' instead of --sft-epochs.")
 @click.option("--kto-steps", type=click.IntRange(min=0), default=DEFAULTS.kto_steps, show_default=True,
               help="KTO steps for M1 after its SFT, on the harvest's `kto` view (0 = SFT only; M0' gets none).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.learning_rate,
@@ -45,8 +47,8 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @multiwoz_option
 @warehouse_option
 @json_option
-def loop(model, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max_steps, max_new_tokens, sft_steps,
-         kto_steps, lr, min_reward, concurrency, seed, multiwoz, warehouse_path, as_json) -> None:
+def loop(model, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max_steps, max_new_tokens, sft_epochs,
+         sft_steps, kto_steps, lr, min_reward, concurrency, seed, multiwoz, warehouse_path, as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests `val_harvest` with JOSH,
     and is fine-tuned on its golden paths (M1); the control M0' gets the same SFT steps on M0's own unfiltered
     beam-1 rollouts of the same tasks. Prints Average Reward and 100% Success of M0, M0', M1 on the same test
@@ -61,7 +63,7 @@ def loop(model, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max
     """
     cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=model, eval_tasks=None if full else eval_tasks,
                      harvest_tasks=harvest_tasks, beam=beam, temperature=temperature, max_steps=max_steps,
-                     max_new_tokens=max_new_tokens, sft_steps=sft_steps, kto_steps=kto_steps,
+                     max_new_tokens=max_new_tokens, sft_epochs=sft_epochs, sft_steps=sft_steps, kto_steps=kto_steps,
                      learning_rate=lr, min_reward=min_reward,
                      concurrency=concurrency, seed=seed)
     result = run_loop(cfg, warehouse_path, multiwoz, err)

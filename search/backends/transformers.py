@@ -106,6 +106,7 @@ class TransformersBackend:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
         except Exception as e:
             raise BackendError(f"cannot load a tokenizer from {self.name!r} ({_one_line(e)})") from None
+        self.tokenizer.model_max_length = 1 << 40  # prompts are checked against the context budget below; no warning
         if not getattr(self.tokenizer, "chat_template", None):
             raise BackendError(f"the tokenizer of {self.name!r} has no chat template; the backend renders "
                                "requests with apply_chat_template, so use a chat/instruct model")
