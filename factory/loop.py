@@ -183,6 +183,11 @@ def _ensure_m0(model: str | None, warehouse_path: str, multiwoz_path: str | None
     from factory.models import default_agent, ensure_default_agent
 
     if model is not None:
+        path = Path(model).expanduser()
+        if path.exists():
+            return str(path.resolve())
+        if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+            raise UserError(f"no model folder at {model}; pass an existing folder or a Hub id (org/name) to --model")
         return model
     ensure_default_agent(multiwoz_path, warehouse_path)
     return default_agent()

@@ -93,3 +93,12 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     assert with_kto["training"]["M1 (kto)"]["steps"] == 1
     assert with_kto["runs"]["eval M1"] == f"eval-{with_kto['training']['M1 (kto)']['run_id']}"
     assert with_kto["runs"]["eval M1"] != result["runs"]["eval M1"]
+
+
+def test_loop_refuses_a_missing_model_folder_and_a_beam_of_one(wh, tmp_path):
+    missing = run("loop", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "loop"), "-w", str(wh))
+    assert missing.returncode == 2
+    assert "no model folder" in one_line_error(missing) and "--model" in one_line_error(missing)
+    beam = run("loop", "--beam", "1", "-w", str(wh))
+    assert beam.returncode == 2 and "--beam" in beam.stderr
+    assert query(wh, "SELECT count(*) FROM runs") == [(0,)]  # nothing recorded
