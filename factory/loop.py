@@ -25,7 +25,7 @@ from rich.console import Console
 
 from factory import rollouts
 from factory.errors import UserError
-from factory.training import FACTORY_JSON, TrainJob, train_model
+from factory.training import FACTORY_JSON, TrainJob, resolve_model, train_model
 from search.josh import SearchConfig
 
 T = TypeVar("T")
@@ -131,7 +131,7 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
             "eval", result.models[name], evaluate, "test", cfg.eval_tasks, name=f"eval-{final[name]['run_id']}"))
 
     for name in ("M0", "M0'", "M1"):
-        result.scores[name] = _scores(warehouse_path, result.runs[f"eval {name}"])
+        result.scores[name] = rollouts.run_summary("eval_summary", warehouse_path, result.runs[f"eval {name}"])
     for other in ("M0", "M0'"):
         result.comparisons[f"M1 - {other}"] = rollouts.compare(warehouse_path, result.runs["eval M1"],
                                                                result.runs[f"eval {other}"], seed=cfg.seed)
@@ -162,8 +162,7 @@ def _same_training(job: TrainJob) -> dict[str, Any] | None:
     if not manifest_file.exists():
         return None
     m = json.loads(manifest_file.read_text())
-    model = str(Path(job.model).resolve()) if job.model and Path(job.model).exists() else job.model
-    wanted = {"method": job.method, "model": model,
+    wanted = {"method": job.method, "model": resolve_model(job.model),
               "view": job.view, "seed": job.seed, "recipe": json.loads(json.dumps(dataclasses.asdict(job.recipe))),
               "runs": list(job.run_ids), "params": {k: v for k, v in job.view_params.items() if v is not None},
               "warehouse": str(Path(job.warehouse_path).resolve())}
@@ -183,19 +182,6 @@ def _ensure_m0(model: str | None, warehouse_path: str, multiwoz_path: str | None
     from factory.models import default_agent, ensure_default_agent
 
     if model is not None:
-        path = Path(model).expanduser()
-        if path.exists():
-            return str(path.resolve())
-        if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
-            raise UserError(f"no model folder at {model}; pass an existing folder or a Hub id (org/name) to --model")
-        return model
+        return resolve_model(model)
     ensure_default_agent(multiwoz_path, warehouse_path)
     return default_agent()
-
-
-def _scores(warehouse_path: str, run_id: str) -> dict[str, Any]:
-    from factory import warehouse
-
-    with warehouse.opened(warehouse_path, read_only=True) as con:
-        cur = con.execute("SELECT * FROM eval_summary WHERE run_id = ?", [run_id])
-        return dict(zip([d[0] for d in cur.description], cur.fetchone()))

@@ -189,11 +189,16 @@ def compare(warehouse_path: str, run_a: str, run_b: str, samples: int = 10_000, 
             "success_b": round(sum(r >= 1 - 1e-6 for r in reward_b) / len(rows), 4), **stats}
 
 
+def run_summary(view: str, warehouse_path: str, run_id: str) -> dict[str, Any]:
+    """The run's row of `view` (eval_summary / harvest_summary)."""
+    with warehouse.opened(warehouse_path, read_only=True) as con:
+        cur = con.execute(f"SELECT * FROM {view} WHERE run_id = ?", [run_id])  # view: ours
+        return dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+
+
 def summary(view: str, warehouse_path: str, report: RunReport) -> dict[str, Any]:
     """The run's row of `view` (eval_summary / harvest_summary) plus this invocation's timing."""
-    with warehouse.opened(warehouse_path, read_only=True) as con:
-        cur = con.execute(f"SELECT * FROM {view} WHERE run_id = ?", [report.run_id])  # view: ours
-        row = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+    row = run_summary(view, warehouse_path, report.run_id)
     rate = report.new_rollouts / report.seconds * 60 if report.seconds else 0.0
     return row | {"new_rollouts": report.new_rollouts, "resumed_skipped": report.skipped,
                   "seconds": round(report.seconds, 1), "conversations_per_min": round(rate, 2)}

@@ -59,7 +59,7 @@ def train_model(job: TrainJob) -> dict[str, Any]:
         raise UserError(str(e)) from None
     method, recipe = job.method, job.recipe
     out_dir = _check_out(job.out_dir, job.force)
-    model = _resolve_model(job.model)
+    model = resolve_model(job.model)
     view = job.view or method
     dataset, info, provenance = _load(method, view, job.view_params, job.run_ids, job.warehouse_path)
     if info.rows == 0:
@@ -114,7 +114,7 @@ def _check_out(out_dir: Path, force: bool) -> Path:
     return out_dir
 
 
-def _resolve_model(model: str | None) -> str:
+def resolve_model(model: str | None) -> str:
     """A local model folder (absolute path) or a Hub id; exit 2 for a folder that does not exist."""
     if model is None:
         from factory.models import default_agent
@@ -127,7 +127,7 @@ def _resolve_model(model: str | None) -> str:
     if path.exists():
         return str(path.resolve())
     if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
-        raise UserError(f"no model folder at {model}; pass an existing folder or a Hub id (org/name)")
+        raise UserError(f"no model folder at {model}; pass an existing folder or a Hub id (org/name) to --model")
     return model
 
 

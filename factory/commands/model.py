@@ -8,10 +8,9 @@ from pathlib import Path
 
 import click
 
-from factory import output
 from factory.models import create_default_model
 from factory.options import json_option, multiwoz_option, warehouse_option
-from factory.output import err, print_json
+from factory.output import err, out, print_json
 
 
 @click.group()
@@ -26,12 +25,12 @@ def model() -> None:
 
 
 @model.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write (default: $FACTORY_HOME/models/tiny-toolwoz, the default agent; "
                    "`factory model bootstrap` trains it).")
 @click.option("--force", is_flag=True, help="Overwrite an existing model folder.")
 @multiwoz_option
-def init(out: Path | None, force: bool, multiwoz: str | None) -> None:
+def init(out_dir: Path | None, force: bool, multiwoz: str | None) -> None:
     """Create the tiny default model: a byte-level BPE tokenizer trained on ToolWOZ text, a chat template that
     renders tools and tool calls, and a small untrained Llama (about 0.9M parameters).
 
@@ -41,7 +40,7 @@ def init(out: Path | None, force: bool, multiwoz: str | None) -> None:
     """
     from train.tiny_model import default_model_dir
 
-    target = out or default_model_dir()
+    target = out_dir or default_model_dir()
     if target.exists() and any(target.iterdir()) and not force:
         raise click.UsageError(f"{target} already exists; pass --force to overwrite it")
     path = create_default_model(multiwoz, target)
@@ -50,13 +49,13 @@ def init(out: Path | None, force: bool, multiwoz: str | None) -> None:
 
 
 @model.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for M0 (default: $FACTORY_HOME/models/tiny-toolwoz, the default agent).")
 @click.option("--force", is_flag=True, help="Bootstrap again even if --out holds a bootstrapped model.")
 @multiwoz_option
 @warehouse_option
 @json_option
-def bootstrap(out: Path | None, force: bool, multiwoz: str | None, warehouse_path: str, as_json: bool) -> None:
+def bootstrap(out_dir: Path | None, force: bool, multiwoz: str | None, warehouse_path: str, as_json: bool) -> None:
     """Make the default agent M0: the teacher talks to the rule user on every `val_boot` task (a run in the
     warehouse), then the untrained tiny model gets a short SFT on that run's `sft` view. The budget (tasks,
     steps, learning rate) is fixed in factory/bootstrap.py and recorded in the model's factory_model.json.
@@ -72,7 +71,7 @@ def bootstrap(out: Path | None, force: bool, multiwoz: str | None, warehouse_pat
     from factory.bootstrap import bootstrap as run_bootstrap
     from train.tiny_model import default_model_dir
 
-    target = (out or default_model_dir()).expanduser().resolve()
+    target = (out_dir or default_model_dir()).expanduser().resolve()
     info_file = target / "factory_model.json"
     done = json.loads(info_file.read_text()).get("bootstrap") if info_file.exists() else None
     if done and not force:
@@ -89,4 +88,4 @@ def bootstrap(out: Path | None, force: bool, multiwoz: str | None, warehouse_pat
     out_line = (f"M0 -> {result['model']}: SFT on {result['rows']} teacher conversations (run "
                 f"{result['teacher_run']}), {result['steps']} steps, final loss {result['final_loss']:.4f} "
                 f"({result['seconds']:.0f} s)")
-    output.out.print(out_line)
+    out.print(out_line)
