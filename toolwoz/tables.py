@@ -6,13 +6,13 @@ The same function fills a warehouse (`factory toolwoz build`) or an in-memory da
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 import sql
+from toolwoz.clock import utc_now
 from toolwoz.multiwoz import MultiWOZ
 from toolwoz.query import RowQuery, index_rows, load_rows, run_many
 from toolwoz.schemas import API_DEFS, DOMAINS
@@ -103,8 +103,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 def build(con: duckdb.DuckDBPyConnection, mw: MultiWOZ, code_version: str = "") -> list[Task]:
     """Fill domain tables, `tasks` and hidden rows in one transaction; idempotent. Returns the tasks."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with sql.transaction(con):
         create_schema(con)
         for domain in DOMAINS:
             _insert(con, f"toolwoz.{domain}", [flat_row(domain, i, r) for i, r in enumerate(mw.dbs[domain])])
@@ -116,12 +115,8 @@ def build(con: duckdb.DuckDBPyConnection, mw: MultiWOZ, code_version: str = "") 
         con.execute(
             "INSERT INTO toolwoz.build_info VALUES ($source, $n_dialogues, $n_tasks, $built_at, $version)",
             {"source": mw.source, "n_dialogues": len(mw.dialogues), "n_tasks": len(tasks),
-             "built_at": datetime.now(timezone.utc).replace(tzinfo=None), "version": code_version},
+             "built_at": utc_now(), "version": code_version},
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return tasks
 
 
