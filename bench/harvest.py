@@ -36,7 +36,7 @@ from factory.warehouse import Writer
 from search.backends.base import Completion, Request
 from search.backends.transformers import BackendStats, TransformersBackend
 from search.josh import SearchConfig, branch_seed, run_rollout
-from search.runner import ToolRunner, run_all
+from search.runner import ToolRunner, max_batch, run_all
 from toolwoz import multiwoz, tables
 from toolwoz.tasks import Task
 from toolwoz.tools import ToolEnv
@@ -157,10 +157,11 @@ def raw_generate(backend: TransformersBackend, batches: list[list[Request]], new
 
 def ensure_model(path: Path, env: ToolEnv) -> Path:
     if not (path / "config.json").exists():
+        from toolwoz.corpus import build_corpus
         from train.tiny_model import init_model
 
         print(f"creating the tiny model in {path} ...", flush=True)
-        init_model(path, env.rows, list(env.tasks.values()))
+        init_model(path, build_corpus(env.rows, env.tasks.values()))
     return path
 
 
@@ -197,27 +198,28 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=4, help="agent turns per branch (default 4)")
     parser.add_argument("--concurrency", type=int, default=20, help="rollouts in flight when batched (default 20)")
     parser.add_argument("--max-batch", type=int, default=None,
-                        help="rows per batched generate (default concurrency x beam, as factory's concurrency x 8)")
+                        help="rows per batched generate (default: concurrency x beam, search.runner.max_batch)")
     parser.add_argument("--model", type=Path, default=None, help="default: the tiny model (created if missing)")
     parser.add_argument("--skip-serial", action="store_true", help="only the batched harvest (development)")
     args = parser.parse_args()
 
-    from train.tiny_model import default_model_dir
+    from factory.default_model import location
 
     load_start = os.getloadavg()[0]
 
     env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(args.multiwoz)))
     tasks = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[:args.tasks]
-    model = args.model or ensure_model(default_model_dir(), env)
+    model = args.model or ensure_model(location(), env)
+    batch = args.max_batch or max_batch(args.concurrency, args.beam)
     config = SearchConfig(beam=args.beam, max_steps=args.max_steps, temperature=1.0,
                           max_new_tokens=args.max_new_tokens)
     print(f"settings: model {model}; {len(tasks)} val_harvest tasks ({tasks[0].task_id} .. {tasks[-1].task_id}); "
           f"rule user; beam {args.beam}; max_steps {args.max_steps}; max_new_tokens {args.max_new_tokens}; "
           f"temperature 1.0; batched concurrency {args.concurrency}, max_batch "
-          f"{args.max_batch or args.concurrency * args.beam}; torch threads {torch.get_num_threads()}",
+          f"{batch}; torch threads {torch.get_num_threads()}",
           flush=True)
 
-    batched_backend = load(model, max_batch=args.max_batch or args.concurrency * args.beam)
+    batched_backend = load(model, max_batch=batch)
     batched = harvest("batched", env, tasks, batched_backend, config, args.concurrency)
     print(describe(batched), flush=True)
     raw = raw_generate(batched_backend, batched_backend.recorded)

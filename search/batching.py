@@ -9,7 +9,7 @@ blocks, so the loop keeps accepting the next batch meanwhile).
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from typing import Callable, Generic, Sequence, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -60,13 +60,3 @@ class MicroBatcher(Generic[In, Out]):
                 if not future.done():
                     future.set_result(result)
 
-
-async def gather_limited(coros: Sequence[Awaitable[Out]], limit: int) -> list[Out]:
-    """`asyncio.gather` with at most `limit` awaitables running at once."""
-    semaphore = asyncio.Semaphore(max(limit, 1))
-
-    async def guarded(coro: Awaitable[Out]) -> Out:
-        async with semaphore:
-            return await coro
-
-    return await asyncio.gather(*(guarded(c) for c in coros))

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.backends.base import Completion, Request
-from search.josh import SearchConfig, run_rollout
+from search.josh import PARITY, SearchConfig, run_rollout
 from search.runner import ToolRunner
 from toolwoz.audit import fixed_oracle_calls
 
@@ -142,8 +142,7 @@ def test_parity_preset_shares_seeds_credits_first_goal_and_drops_unrewarded(env)
     truth = task.ground_truth["hotel"]["success"]
     parity_calls = [("search_hotel", {k: v for k, v in truth["search_hotel"]["parameters"].items() if v}),
                     ("book_hotel", truth["book_hotel"]["parameters"])]
-    reference = SearchConfig(beam=4, max_steps=3, seed=5, semantics="parity", distinct_seeds=False,
-                             credit_all=False, keep_unrewarded=False)
+    reference = SearchConfig(beam=4, max_steps=3, seed=5, **PARITY)
     result = asyncio.run(run_rollout(task, TwoGoalAgent(parity_calls), EchoUser(10), ToolRunner(env), reference,
                                      rollout_id="r", run_id="run"))
     nodes = result.nodes
