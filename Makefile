@@ -5,6 +5,7 @@ TORCH ?= torch==2.13.0
 # MultiWOZ: ../shared/multiwoz when it is beside the checkout, else whatever FACTORY_MULTIWOZ says.
 export FACTORY_MULTIWOZ ?= $(if $(wildcard ../shared/multiwoz/data.json),$(abspath ../shared/multiwoz),)
 WAREHOUSE ?= warehouse.duckdb
+FACTORY_HOME_DIR := $(abspath $(or $(FACTORY_HOME),$(HOME)/.cache/josh-factory))
 
 .PHONY: install demo example test bench
 install: $(VENV)/.installed
@@ -19,21 +20,29 @@ $(VENV)/.installed: pyproject.toml
 # The main job: bootstrap the tiny model M0 (first time only), then one measured JOSH self-training loop.
 demo: install
 	$(VENV)/bin/factory loop -w $(WAREHOUSE)
+	@echo "factory is installed in $(VENV)/bin: run 'source $(VENV)/bin/activate' to use the README's commands"
 
 # A small real warehouse to commit and query right after install (README "Example warehouse").
 EXAMPLE ?= warehouse.duckdb.example
+BUILT = $(EXAMPLE).build
 example: install
 	$(VENV)/bin/factory model bootstrap -w $(WAREHOUSE)   # the default agent M0, if not there yet
-	rm -f $(EXAMPLE) $(EXAMPLE).wal $(EXAMPLE).lock
-	$(VENV)/bin/factory toolwoz build -w $(EXAMPLE)
+	rm -f $(BUILT) $(BUILT).wal $(BUILT).lock
+	$(VENV)/bin/factory toolwoz build -w $(BUILT)
 # the rule-based teacher: one conversation per task (an eval run) ...
-	$(VENV)/bin/factory eval --agent teacher --user rule --split val_boot --limit 20 -w $(EXAMPLE)
+	$(VENV)/bin/factory eval --agent teacher --user rule --split val_boot --limit 20 -w $(BUILT)
 # ... and JOSH trees; at temperature 1 it perturbs calls, so trees have failed siblings (KTO/DPO negatives)
-	$(VENV)/bin/factory harvest --agent teacher --user rule --split val_harvest --limit 10 --beam 8 --temperature 1.0 -w $(EXAMPLE)
+	$(VENV)/bin/factory harvest --agent teacher --user rule --split val_harvest --limit 10 --beam 8 --temperature 1.0 -w $(BUILT)
 # the default agent ($FACTORY_HOME/models/tiny-toolwoz) on the first 4 of those tasks, kept short for CPU
 # (a teacher turn is at most ~60 tokens in its tokenizer, so 96 new tokens never cut a well-formed call)
-	$(VENV)/bin/factory harvest --split val_harvest --limit 4 --beam 4 --max-steps 4 --max-new-tokens 96 -w $(EXAMPLE)
-	rm -f $(EXAMPLE).lock
+	$(VENV)/bin/factory harvest --split val_harvest --limit 4 --beam 4 --max-steps 4 --max-new-tokens 96 -w $(BUILT)
+# shareable: no folder of this machine in the file (the text $FACTORY_HOME stands for the models' home) ...
+	$(VENV)/bin/factory sql --write -w $(BUILT) -p home "$(FACTORY_HOME_DIR)" -f sql/maintenance/portable_runs.sql
+	$(VENV)/bin/factory sql --write -w $(BUILT) -f sql/maintenance/portable_build_info.sql
+# ... copied into a fresh file, so no replaced value lingers in a freed block (and the file is smaller)
+	rm -f $(EXAMPLE) $(EXAMPLE).wal $(EXAMPLE).lock
+	$(VENV)/bin/python -c 'import duckdb, sys; c = duckdb.connect(); c.execute(f"ATTACH {sys.argv[1]!r} AS built (READ_ONLY)"); c.execute(f"ATTACH {sys.argv[2]!r} AS fresh"); c.execute("COPY FROM DATABASE built TO fresh")' $(BUILT) $(EXAMPLE)
+	rm -f $(BUILT) $(BUILT).wal $(BUILT).lock
 	$(VENV)/bin/factory sql -w $(EXAMPLE) "select * from harvest_summary"
 
 test: install
