@@ -59,7 +59,7 @@ class RunSettings:
 
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The hashed form of a run's `config` (today's names, or those of a run recorded before a rename)."""
-    search = dict(config["search"])
+    search = dict(config.get("search") or {})
     for name, (hashed, true_value) in _HASHED_AS.items():
         if name in search:
             search[hashed] = search.pop(name) == true_value

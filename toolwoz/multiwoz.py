@@ -138,7 +138,7 @@ def resolve(path: str | os.PathLike | None = None, *, allow_download: bool = Tru
     if _looks_complete(cache):
         return cache
     if not allow_download:
-        raise DataError("MultiWOZ not found: pass --multiwoz PATH (it is remembered) or set FACTORY_MULTIWOZ")
+        raise DataError("MultiWOZ not found: pass --multiwoz PATH or set FACTORY_MULTIWOZ")
     url = os.environ.get("FACTORY_MULTIWOZ_URL", DEFAULT_URL)
     try:
         return download(url, cache, progress)
