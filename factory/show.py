@@ -116,8 +116,8 @@ def resolve_rollout(con: duckdb.DuckDBPyConnection, rollout_id: str | None, run:
         return found[0]
     if not found:
         what = f"no rollout of task {task!r}" if task else "no rollouts"
-        raise UserError(f"run {run_id} has {what}; list its tasks with "
-                        f"`factory sql -p run {run_id} \"select task_id from rollouts where run_id = getvariable('run')\"`")
+        raise UserError(f"run {run_id} has {what}; list its tasks with `factory sql -p run {run_id} "
+                        "\"select task_id from rollouts where run_id = getvariable('run')\"`")
     tasks = ", ".join(f.split("/")[-2] for f in found[:5])
     raise UserError(f"run {run_id} has several rollouts{f' of task {task!r}' if task else ''} ({tasks}, ...); "
                     "pass --task TASK or the rollout id")
@@ -134,6 +134,9 @@ def load_tree(con: duckdb.DuckDBPyConnection, rollout_id: str) -> Tree:
                  for c in json.loads(m["tool_calls"] or "[]")]
         nodes[m["node_id"]].messages.append({"role": m["role"], "content": m["content"] or "", "tool_calls": calls,
                                              "tool_call_id": m["tool_call_id"]})
+    if not nodes:
+        raise UserError(f"rollout {rollout_id} stored no tree (status {rollout['status']}: {rollout['error']}); "
+                        "its run's log has the cause")
     for node in nodes.values():
         if node.parent_id is not None:
             nodes[node.parent_id].children.append(node.node_id)

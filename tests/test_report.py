@@ -117,24 +117,29 @@ def test_report_numbers_are_the_views_numbers(runs, tmp_path):
         for name in ("report_reward_by_domain", "report_reward_by_goal_kind"):
             assert (sum(int(r["goals"]) for r in mine(name)), sum(int(r["credited"]) for r in mine(name))) == totals
         credited = dict(query(wh, "select w.domain, count(distinct (w.rollout_id, w.goal)) from rewards w join "
-                                  "rollouts o using (rollout_id) where o.run_id = ? and w.credited group by 1", [run_id]))
-        assert {r["domain"]: int(r["credited"]) for r in mine("report_reward_by_domain") if int(r["credited"])} == credited
+                                  "rollouts o using (rollout_id) where o.run_id = ? and w.credited group by 1",
+                              [run_id]))
+        by_domain = {r["domain"]: int(r["credited"]) for r in mine("report_reward_by_domain")}
+        assert {domain: n for domain, n in by_domain.items() if n} == credited
         # branch width per step: branch_stats
         widths = query(wh, "select step, count(*), round(avg(width), 4), max(width), sum(pruned) from branch_stats "
                            "where run_id = ? group by step order by step", [run_id])
         assert [(int(r["step"]), int(r["rollouts"]), number(r["mean_width"]), int(r["max_width"]), int(r["pruned"]))
                 for r in mine("report_branch_width")] == widths
         live = query(wh, "select created_step, round(count(*) filter (not ended) / count(distinct rollout_id), 4) "
-                         "from nodes join rollouts using (rollout_id) where run_id = ? group by 1 order by 1", [run_id])
+                         "from nodes join rollouts using (rollout_id) where run_id = ? group by 1 order by 1",
+                     [run_id])
         assert [(int(r["step"]), number(r["mean_live"])) for r in mine("report_branch_width")] == live
         # end reasons: rollouts and nodes
         ends = dict(query(wh, "select end_reason, count(*) from rollouts where run_id = ? group by 1", [run_id]))
         assert {r["end_reason"]: int(r["n"]) for r in mine("report_end_reasons") if r["scope"] == "rollout"} == ends
         branch_ends = dict(query(wh, "select nodes.end_reason, count(*) from nodes join rollouts using (rollout_id) "
                                      "where run_id = ? and ended group by 1", [run_id]))
-        assert {r["end_reason"]: int(r["n"]) for r in mine("report_end_reasons") if r["scope"] == "branch"} == branch_ends
+        assert {r["end_reason"]: int(r["n"]) for r in mine("report_end_reasons")
+                if r["scope"] == "branch"} == branch_ends
         # tool errors: the tool_errors view
-        errors = dict(query(wh, "select error_kind, sum(errors) from tool_errors where run_id = ? group by 1", [run_id]))
+        errors = dict(query(wh, "select error_kind, sum(errors) from tool_errors where run_id = ? group by 1",
+                            [run_id]))
         assert {r["error_kind"]: int(r["errors"]) for r in mine("report_tool_errors")} == errors
         # collapse depth: one collapse per credited step of branch_stats, crediting every goal done
         collapses = query(wh, "select count(*), sum(goals_credited) from branch_stats where run_id = ? "

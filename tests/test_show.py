@@ -136,11 +136,13 @@ def test_html_names_every_node_marks_one_golden_path_and_carries_the_messages(ha
     assert sorted(parsed.nodes) == sorted(nodes)
     assert_one_golden_path({i for i, classes in parsed.nodes.items() if "golden" in classes}, nodes)
     assert sorted(parsed.edges) == sorted(i for i, (parent, _, _) in nodes.items() if parent is not None)
-    assert {i for i, c in parsed.edges.items() if "golden" in c} == {i for i, (p, _, g) in nodes.items() if g and p is not None}
+    golden_edges = {i for i, (parent, _, golden) in nodes.items() if golden and parent is not None}
+    assert {i for i, classes in parsed.edges.items() if "golden" in classes} == golden_edges
     data = json.loads(parsed.data)
     stored = query(wh, "select node_id, pos, role, coalesce(content, '') from messages where rollout_id = ? "
                        "order by node_id, pos", [rollout_id])
-    embedded = [(int(i), pos, m["role"], m["content"]) for i, n in sorted(data["nodes"].items(), key=lambda kv: int(kv[0]))
+    embedded = [(int(i), pos, m["role"], m["content"])
+                for i, n in sorted(data["nodes"].items(), key=lambda kv: int(kv[0]))
                 for pos, m in enumerate(n["messages"])]
     assert embedded == stored
 
