@@ -7,7 +7,7 @@ export FACTORY_MULTIWOZ ?= $(if $(wildcard ../shared/multiwoz/data.json),$(abspa
 WAREHOUSE ?= warehouse.duckdb
 FACTORY_HOME_DIR := $(abspath $(or $(FACTORY_HOME),$(HOME)/.cache/josh-factory))
 
-.PHONY: install demo example test bench
+.PHONY: install demo example test bench chromium
 install: $(VENV)/.installed
 
 # torch first and pinned: it resolves to the local CPU wheel; an unpinned torch pulls a CUDA build.
@@ -45,8 +45,15 @@ example: install
 	rm -f $(BUILT) $(BUILT).wal $(BUILT).lock
 	$(VENV)/bin/factory sql -w $(EXAMPLE) "select * from harvest_summary"
 
-test: install
+test: install chromium
 	$(VENV)/bin/python -m pytest
+
+# Headless Chromium for the browser tests of `factory show --html` / `factory report` (Debian's package). Installed
+# when missing and we are root with apt-get (CI); elsewhere those tests skip, saying why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser tests will skip"
 
 bench: install
 	$(VENV)/bin/python bench/tools.py

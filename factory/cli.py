@@ -25,6 +25,8 @@ COMMANDS = {
     "train": "factory.commands.train:train",
     "export": "factory.commands.export:export",
     "loop": "factory.commands.loop:loop",
+    "show": "factory.commands.show:show_command",
+    "report": "factory.commands.report:report",
 }
 
 
