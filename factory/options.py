@@ -32,7 +32,9 @@ def rollout_options(default_split: str, default_temperature: float):
 
     options = [
         click.option("--agent", default=None,
-                     help="A model folder or Hub id, `openai:MODEL` (with --base-url), or `teacher`. "
+                     help="A model folder or Hub id (transformers), `vllm:MODEL` (vLLM's offline engine in this "
+                          "process; its prefix caching is not bit-deterministic across batch compositions, so a "
+                          "re-run may sample other tokens), `openai:MODEL` (with --base-url), or `teacher`. "
                           "Default: the tiny model in $FACTORY_HOME/models, bootstrapped on first use."),
         click.option("--base-url", default=None, help="OpenAI-compatible endpoint for `openai:` agents."),
         click.option("--user", type=click.Choice(["rule", "llm"]), default="rule", show_default=True,

@@ -20,7 +20,7 @@ from factory import runs, warehouse
 from factory.errors import Interrupted, UserError
 from factory.models import default_agent, ensure_default_agent
 from factory.runs import RunSettings
-from search.backends import BackendError, backend_kind, load_backend
+from search.backends import BackendError, backend_kind, engine_info, load_backend
 from search.backends.base import Backend, Request, SamplingParams
 from search.josh import RolloutResult, SearchConfig, branch_seed, run_rollout
 from search.runner import ToolRunner, run_all
@@ -125,6 +125,8 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
                                             rows=env.rows, concurrency=settings.concurrency)
         except BackendError as e:
             raise UserError(str(e)) from e
+        if engine := engine_info(agent):  # vLLM's version, prefix caching, batch invariance: part of the run record
+            settings.extra["engine"] = engine
         run_id, done = runs.start(writer, settings, run_name)
         todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
         report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")
