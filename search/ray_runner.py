@@ -209,7 +209,8 @@ class WorkerPool:
                 if worker not in self.alive:
                     continue
                 self.alive.discard(worker)
-                lost = [job, *(j for r, (w, j) in list(pending.items()) if w == worker and pending.pop(r))]
+                theirs = [r for r, (w, _) in pending.items() if w == worker]
+                lost = [job, *(pending.pop(r)[1] for r in theirs)]
                 yield WorkerLost(worker, _first_line(e), lost)
                 for other in sorted(self.alive):  # its share of the queue goes to the others
                     fill(other)
