@@ -48,7 +48,7 @@ def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str 
                 pool = WorkerPool(setup, workers=workers, address=address)
         except BackendError as e:
             raise UserError(str(e)) from e
-        except RuntimeError as e:
+        except RuntimeError as e:  # a worker or a local Ray that did not start
             raise FactoryError(str(e)) from e
         try:
             return _run(pool, settings, writer, run_name, tasks, samples, console)

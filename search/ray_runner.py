@@ -150,8 +150,10 @@ def connect(address: str | None) -> Any:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  configure_logging=True)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - Ray raises bare Exception when a local node does not come up
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if address == "local":  # not the user's doing: an infrastructure failure (exit 1)
+            raise RuntimeError(f"a local Ray did not start: {first}") from None
         raise BackendError(f"cannot join the Ray cluster at {address}: {first}") from None
     return ray
 

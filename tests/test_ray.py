@@ -46,16 +46,27 @@ def harvest_args(wh: Path, *extra: str, limit: int = 8) -> list[str]:
             *extra, "-w", str(wh)]
 
 
-def worker_pids() -> list[int]:
-    """Processes whose title Ray set to `ray::HarvestWorker...` (our actors)."""
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])  # the field after the state
+
+
+def worker_pids(driver: int) -> list[int]:
+    """The driver's descendants whose title Ray set to `ray::HarvestWorker...` (our actors, not anyone else's)."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::HarvestWorker"):
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "cmdline").read_bytes().startswith(b"ray::HarvestWorker"):
+                continue
+            pid = int(entry.name)
+            while pid > 1 and pid != driver:
+                pid = _parent(pid)
+        except (OSError, ValueError):
+            continue
+        if pid == driver:
+            pids.append(int(entry.name))
     return pids
 
 
@@ -86,7 +97,7 @@ def test_killed_worker_loses_only_its_rollouts_and_a_rerun_completes(wh, templat
                             env={**os.environ, "FACTORY_DEBUG": ""})
     try:
         wait_for_rollouts(wh, proc, 3, timeout=240)
-        victims = worker_pids()
+        victims = worker_pids(proc.pid)
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=300)

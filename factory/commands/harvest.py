@@ -41,8 +41,9 @@ def _apply_parity(ctx: click.Context, values: dict[str, str]) -> dict[str, str]:
 @click.option("--serial", is_flag=True, help="Step one branch at a time, one task at a time (benchmarks).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Shard the tasks over Ray workers (`pip install 'josh-factory[ray]'`); no ADDRESS = "
-                   "$RAY_ADDRESS or a new local Ray. Same run id and rows as without --ray; --concurrency is per "
-                   "worker. A dead worker loses only its rollouts in flight: exit 1, re-run to complete.")
+                   "$RAY_ADDRESS or a new local Ray. Same run id, seeds, resume and rows as without --ray (a model's "
+                   "batch effects aside); --concurrency is per worker. A dead worker loses only its rollouts in "
+                   "flight: exit 1, re-run to complete.")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="Ray workers, each with its own backend [default: one per GPU of the cluster, else per CPU].")
 @click.pass_context
