@@ -96,7 +96,7 @@ def test_killed_worker_loses_only_its_rollouts_and_a_rerun_completes(wh, templat
     proc = subprocess.Popen([*FACTORY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "FACTORY_DEBUG": ""})
     try:
-        wait_for_rollouts(wh, proc, 3, timeout=240)
+        wait_for_rollouts(wh, proc, 3, timeout=600)
         victims = worker_pids(proc.pid)
         assert len(victims) == 2, victims
         os.kill(victims[0], signal.SIGKILL)
