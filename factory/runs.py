@@ -26,6 +26,8 @@ from search.josh import SearchConfig
 from toolwoz.clock import utc_now
 from toolwoz.schemas import tool_schemas
 
+# Settings added after run ids were first hashed: part of the identity only when set.
+_ADDED_LATER = ("engine",)
 # SearchConfig fields renamed since run ids were first hashed: new name -> (hashed name, the value meaning True).
 _HASHED_AS = {"seed_policy": ("distinct_seeds", "distinct"), "credit": ("credit_all", "all"),
               "unrewarded": ("keep_unrewarded", "keep")}
@@ -47,6 +49,7 @@ class RunSettings:
     limit: int | None = None  # the first N tasks of the split (after --tasks)
     tasks: tuple[str, ...] | None = None  # only these task ids (`MUL0003.json` form, sorted)
     concurrency: int = 16  # conversations in flight: not part of the identity
+    engine: dict[str, Any] | None = None  # the backend's engine when it matters to the tokens (vLLM's version...)
 
     def config(self) -> dict[str, Any]:
         data = asdict(self)
@@ -64,11 +67,11 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
         if name in search:
             search[hashed] = search.pop(name) == true_value
     hashed_form = {k: v for k, v in config.items()
-                   if k not in ("search", "user_base_url", "limit", "tasks", "concurrency", "extra")}
+                   if k not in ("search", "user_base_url", "limit", "tasks", "concurrency", "extra", *_ADDED_LATER)}
     hashed_form["search"] = search
     user_base_url = config.get("user_base_url") or (config.get("extra") or {}).get("user_base_url")
     hashed_form["extra"] = {"user_base_url": user_base_url} if user_base_url else {}
-    for key in ("limit", "tasks"):  # the whole split hashes as before the selection was part of the id
+    for key in ("limit", "tasks", *_ADDED_LATER):  # unset, they hash as before they existed
         if config.get(key) is not None:
             hashed_form[key] = config[key]
     return hashed_form

@@ -128,13 +128,25 @@ def in_memory(mw: MultiWOZ) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def copy_to_memory(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """An in-memory copy of a database's ToolWOZ tables, so rollouts never hold the warehouse file."""
+def export_arrow(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    """The ToolWOZ tables of a database as Arrow tables (what a Ray worker rebuilds its env from)."""
+    return {table: con.sql(f"SELECT * FROM {table}").to_arrow_table()  # table: from our own list
+            for table in ("tasks", *(f"toolwoz.{t}" for t in TOOLWOZ_TABLES))}
+
+
+def from_arrow(arrow: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
+    """An in-memory database holding the tables of `export_arrow`."""
     mem = duckdb.connect(":memory:", config={"threads": 1})
     create_schema(mem)
-    for table in ("tasks", *(f"toolwoz.{t}" for t in TOOLWOZ_TABLES)):
-        rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()  # table: from our own list
+    for table, rows in arrow.items():
+        if table not in ("tasks", *(f"toolwoz.{t}" for t in TOOLWOZ_TABLES)):
+            raise ValueError(f"not a ToolWOZ table: {table}")
         mem.register("_toolwoz_copy", rows)
-        mem.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _toolwoz_copy")
+        mem.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _toolwoz_copy")  # table: checked above
         mem.unregister("_toolwoz_copy")
     return mem
+
+
+def copy_to_memory(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """An in-memory copy of a database's ToolWOZ tables, so rollouts never hold the warehouse file."""
+    return from_arrow(export_arrow(con))

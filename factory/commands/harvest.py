@@ -33,10 +33,18 @@ def _apply_parity(ctx: click.Context, values: dict[str, str]) -> dict[str, str]:
 @click.option("--parity", is_flag=True, help="The reference's behaviour: " + ", ".join(
     f"--{k.replace('_', '-')} {v}" for k, v in PARITY.items()) + ".")
 @search_option("serial", HARVEST)
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Shard the tasks over Ray workers (`pip install 'josh-factory[ray]'`); no ADDRESS = "
+                   "$RAY_ADDRESS or a new local Ray. Same run id, seeds, resume and rows as without --ray (a model's "
+                   "batch effects aside); --concurrency is per worker. A dead worker loses only its rollouts in "
+                   "flight: exit 1, re-run to complete.")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="Ray workers, each with its own backend [default: one per GPU of the cluster, else per CPU].")
 @click.pass_context
 def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, split, limit, task_ids,
             concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz, warehouse_path,
-            as_json, beam, collapse, seed_policy, credit, unrewarded, finish_dialogue, parity, serial) -> None:
+            as_json, beam, collapse, seed_policy, credit, unrewarded, finish_dialogue, parity, serial, ray_address,
+            ray_workers) -> None:
     """Harvest JOSH trees: sample every agent turn on several branches, collapse onto the branch that meets a
     goal, and store every branch, message, tool call and reward. The sft, kto and dpo views read them.
 
@@ -46,6 +54,7 @@ def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url
     Example:
         factory harvest --agent teacher --user rule --split val_harvest --limit 20 --beam 8
         factory harvest --limit 60                      # the default tiny model
+        factory harvest --agent vllm:Qwen/Qwen3-8B --limit 200 --ray   # vLLM on each GPU of a local Ray
         factory sql "select count(*) from sft"
     """
     check_user(user, user_model)
@@ -63,7 +72,13 @@ def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url
                                        concurrency=concurrency)
     if temperature == 0 and beam > 1 and settings.backend != "teacher":
         err.print("[yellow]warning: temperature 0 makes every branch alike; JOSH needs sampling[/yellow]")
-    report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err)
+    if ray_address is not None:
+        from factory.ray_harvest import execute_on_ray
+
+        report = execute_on_ray(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err,
+                                address=ray_address or None, workers=ray_workers)
+    else:
+        report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err)
     summary = rollouts.summary("harvest_summary", warehouse_path, report)
     if as_json:
         print_json(summary)
