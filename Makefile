@@ -7,7 +7,7 @@ export FACTORY_MULTIWOZ ?= $(if $(wildcard ../shared/multiwoz/data.json),$(abspa
 WAREHOUSE ?= warehouse.duckdb
 FACTORY_HOME_DIR := $(abspath $(or $(FACTORY_HOME),$(HOME)/.cache/josh-factory))
 
-.PHONY: install demo example test test-vllm bench chromium
+.PHONY: install demo example m0 test test-vllm bench chromium
 install: $(VENV)/.installed
 
 # torch first and pinned: it resolves to the local CPU wheel; an unpinned torch pulls a CUDA build.
@@ -44,6 +44,16 @@ example: install
 	$(VENV)/bin/python -c 'import duckdb, sys; c = duckdb.connect(); c.execute(f"ATTACH {sys.argv[1]!r} AS built (READ_ONLY)"); c.execute(f"ATTACH {sys.argv[2]!r} AS fresh"); c.execute("COPY FROM DATABASE built TO fresh")' $(BUILT) $(EXAMPLE)
 	rm -f $(BUILT) $(BUILT).wal $(BUILT).lock
 	$(VENV)/bin/factory sql -w $(EXAMPLE) "select * from harvest_summary"
+
+# The M0 the package ships (factory/m0): `factory model bootstrap` with the budget in factory/bootstrap.py, in a
+# scratch home and warehouse (about 20 minutes on 2 cores). `factory model bootstrap --force` makes a user's own.
+M0_BUILD ?= /tmp/josh-factory-m0
+m0: install
+	rm -rf $(M0_BUILD) && mkdir -p $(M0_BUILD)
+	FACTORY_HOME=$(M0_BUILD)/home $(VENV)/bin/factory model bootstrap --out $(M0_BUILD)/m0 -w $(M0_BUILD)/m0.duckdb
+	rm -rf factory/m0 && mkdir factory/m0
+	cd $(M0_BUILD)/m0 && cp config.json generation_config.json model.safetensors tokenizer.json \
+	  tokenizer_config.json chat_template.jinja factory_model.json factory.json $(CURDIR)/factory/m0/
 
 test: install chromium
 	$(VENV)/bin/python -m pytest

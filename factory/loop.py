@@ -1,14 +1,18 @@
-"""`factory loop`: one turn of JOSH self-training, measured against a control.
+"""`factory loop`: iterated JOSH self-training, each iteration measured against its own control.
 
-    M0 (the bootstrapped default model, or --model)
-      -> eval M0 on the first N `test` tasks
-      -> harvest with M0 on `val_harvest` (beam B)             -> M1  = M0 + SFT on the harvest's `sft` view
-      -> M0's own beam-1 rollouts of the same tasks, unfiltered -> M0' = M0 + the same SFT steps on them
-      -> eval M1 and M0' on the same `test` tasks
-      -> paired bootstrap: M1 - M0 and M1 - M0'
+    M0 (the bootstrapped default model, or --model); for k = 0 .. K-1 (`--iterations K`):
+      -> eval M_k on the first N `test` tasks (k = 0; later M_k was evaluated as the previous iteration's result)
+      -> harvest with M_k on `val_harvest` tasks k*H .. (k+1)*H-1 (beam B) -> M_k+1 = M_k + SFT on its golden paths
+      -> M_k's own beam-1 rollouts of the same tasks, unfiltered          -> M_k'   = M_k + the same SFT steps
+      -> eval M_k+1 and M_k' on the same `test` tasks
+      -> paired bootstrap: M_k+1 - M_k and M_k+1 - M_k'
 
-Only M1 - M0' > 0 says that JOSH's selection, not extra training, helped. Every stage is an ordinary run in
-the warehouse (eval and harvest runs resume when the loop is run again) and the models land in `out`.
+Only M_k+1 - M_k' > 0 says that JOSH's selection, not extra training, helped. Each iteration harvests *fresh*
+`val_harvest` tasks: M_k+1 has already imitated its golden paths on the earlier ones, so harvesting them again
+mostly re-finds what it learnt (and rewards memorising those goals), while new tasks give new golden paths and
+keep each harvest an honest sample of M_k on unseen goals. The `test` tasks stay the same, so every model's
+score is comparable. Every stage is an ordinary run in the warehouse (rollout runs resume when the loop is run
+again) and the models land in `out` (m1, m0-control, m2, m1-control, ...).
 """
 
 from __future__ import annotations
@@ -30,23 +34,26 @@ from factory.training import FACTORY_JSON, TrainJob, resolve_model, train_model
 from search.josh import EVALUATION, HARVEST, SearchConfig
 
 T = TypeVar("T")
+HARVEST_SPLIT = "val_harvest"
 
 
 @dataclass(frozen=True)
 class LoopConfig:
     """The loop's sizes and settings (`factory loop` flags)."""
 
-    out: Path  # models M1, M0' and loop.json
+    out: Path  # models M1, M0', ... and loop.json
     model: str | None = None  # M0; None = the default model (bootstrapped on first use)
+    iterations: int = 1  # K: M0 -> M1 -> ... -> MK
     eval_tasks: int | None = 100  # first N `test` tasks; None = all 450 (--full)
-    harvest_tasks: int = 60  # first N `val_harvest` tasks
+    harvest_tasks: int = 60  # `val_harvest` tasks per iteration (iteration k: tasks k*H .. (k+1)*H-1)
     beam: int = HARVEST.beam
     temperature: float = HARVEST.temperature  # harvest and control sampling
     max_steps: int = HARVEST.max_steps
     max_new_tokens: int = HARVEST.max_new_tokens
-    sft_epochs: float = 3.0  # passes over M1's rows (the cpu recipe's); M0' gets as many steps as M1 took
+    results: str | None = None  # what searches show; None = M0's preference (`factory_results`)
+    sft_epochs: float = 3.0  # passes over M_k+1's rows (the cpu recipe's); M_k' gets as many steps
     sft_steps: int | None = None  # a fixed step count for both instead
-    kto_steps: int = 0  # > 0: M1 gets KTO on the harvest's `kto` view after its SFT (M0' does not)
+    kto_steps: int = 0  # > 0: M_k+1 gets KTO on the harvest's `kto` view after its SFT (M_k' does not)
     learning_rate: float = 1e-3  # a further SFT of an already trained model: below the bootstrap's rate
     min_reward: float = 0.01  # harvest rollouts whose golden path is kept: any goal met
     concurrency: int = 16
@@ -55,21 +62,30 @@ class LoopConfig:
 
 @dataclass
 class LoopResult:
-    """What the loop produced: runs and models per stage, scores, comparisons and wall times."""
+    """What the loop produced, by unique stage / model names (M0, M0', M1, M1', M2, ...), and per iteration."""
 
     config: dict[str, Any]
-    runs: dict[str, str] = field(default_factory=dict)  # stage -> run id
-    models: dict[str, str] = field(default_factory=dict)  # M0 / M1 / M0' -> folder
+    runs: dict[str, str] = field(default_factory=dict)  # stage ("eval M1", "harvest M0", ...) -> run id
+    models: dict[str, str] = field(default_factory=dict)  # M0 / M1 / M0' / ... -> folder
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> eval summary
     training: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> train summary
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "M1 - M0" -> paired bootstrap
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    iterations: list[dict[str, Any]] = field(default_factory=list)  # {label, harvest_tasks, scores, comparisons}
+
+
+def _names(k: int) -> tuple[str, str, str]:
+    """Iteration k's models: the start M_k, its control M_k' and the result M_k+1."""
+    return f"M{k}", f"M{k}'", f"M{k + 1}"
+
+
+def _folder(name: str) -> str:
+    """M1 -> m1, M0' -> m0-control (the names of a one-iteration loop since the start)."""
+    return name.lower().replace("'", "-control")
 
 
 def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, console: Console) -> LoopResult:
-    """Run (or resume) every stage; returns the result and writes it to `cfg.out / loop.json`."""
-    from train.recipes import get
-
+    """Run (or resume) every stage; returns the result and writes `cfg.out / loop.json` and `loop.png`."""
     result = LoopResult(config={k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()})
 
     def stage(name: str, fn: Callable[[], T]) -> T:
@@ -80,63 +96,113 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
         return value
 
     def rollout_run(kind: str, agent: str, search: SearchConfig, split: str, limit: int | None,
-                    name: str | None = None) -> str:
-        settings = rollouts.build_settings(kind, agent, search, split=split, limit=limit,
+                    task_ids: list[str] | None = None, name: str | None = None) -> str:
+        settings = rollouts.build_settings(kind, agent, search, split=split, limit=limit, task_ids=task_ids,
                                            concurrency=cfg.concurrency)
         report = rollouts.execute(settings, warehouse_path, run_name=name, multiwoz_path=multiwoz_path,
                                   console=console)
         return report.run_id
 
-    # The same settings as `factory eval` / `factory harvest` with these flags, so the runs are shared with them.
-    evaluate = dataclasses.replace(EVALUATION, max_steps=cfg.max_steps, max_new_tokens=cfg.max_new_tokens,
-                                   seed=cfg.seed)
-    harvest = dataclasses.replace(HARVEST, beam=cfg.beam, max_steps=cfg.max_steps, temperature=cfg.temperature,
-                                  max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-    control = dataclasses.replace(harvest, beam=1)
-
     m0 = stage("bootstrap M0", lambda: _ensure_m0(cfg.model, warehouse_path, multiwoz_path))
     result.models["M0"] = m0
+    results = default_model.resolve_results(m0, cfg.results, "fixed")
+    # The same settings as `factory eval` / `factory harvest` with these flags, so the runs are shared with them.
+    evaluate = dataclasses.replace(EVALUATION, max_steps=cfg.max_steps, max_new_tokens=cfg.max_new_tokens,
+                                   seed=cfg.seed, results=results)
+    harvest = dataclasses.replace(HARVEST, beam=cfg.beam, max_steps=cfg.max_steps, temperature=cfg.temperature,
+                                  max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, results=results)
+    control = dataclasses.replace(harvest, beam=1)
     result.runs["eval M0"] = stage("eval M0", lambda: rollout_run("eval", m0, evaluate, "test", cfg.eval_tasks))
-    result.runs["harvest M0"] = stage("harvest M0", lambda: rollout_run("harvest", m0, harvest, "val_harvest",
-                                                                        cfg.harvest_tasks))
-    result.runs["control M0"] = stage("control rollouts M0 (beam 1)",
-                                      lambda: rollout_run("harvest", m0, control, "val_harvest", cfg.harvest_tasks))
+    slices = _harvest_slices(cfg, warehouse_path)
 
-    # M1 trains for `sft_epochs` over its golden paths (however many the harvest gave); M0' then gets exactly
+    for k, tasks in enumerate(slices):
+        start, ctrl, nxt = _names(k)
+        agent = result.models[start]
+        # Iteration 0 is `factory harvest --limit H` (shared with it); later ones name their runs after the
+        # training run that made M_k, so a retrained M_k never resumes the harvest of the model it replaced.
+        tag = None if k == 0 else _made(result, start)
+        result.runs[f"harvest {start}"] = stage(f"harvest {start}", lambda: rollout_run(
+            "harvest", agent, harvest, HARVEST_SPLIT, None if tag else cfg.harvest_tasks, tasks,
+            name=tag and f"harvest-{tag}"))
+        result.runs[f"control {start}"] = stage(f"control rollouts {start} (beam 1)", lambda: rollout_run(
+            "harvest", agent, control, HARVEST_SPLIT, None if tag else cfg.harvest_tasks, tasks,
+            name=tag and f"control-{tag}"))
+        _train_iteration(cfg, result, k, agent, warehouse_path, stage)
+        # A trained model's folder is reused by the next loop, so its eval run is named after the training run:
+        # a retrained model never resumes the evaluation of the one it replaced.
+        for name in (nxt, ctrl):
+            run_name = f"eval-{_made(result, name)}"
+            result.runs[f"eval {name}"] = stage(f"eval {name}", lambda name=name, run_name=run_name: rollout_run(
+                "eval", result.models[name], evaluate, "test", cfg.eval_tasks, name=run_name))
+        for name in (start, ctrl, nxt):
+            result.scores[name] = rollouts.run_summary("eval_summary", warehouse_path, result.runs[f"eval {name}"])
+        for other in (start, ctrl):
+            result.comparisons[f"{nxt} - {other}"] = rollouts.compare(
+                warehouse_path, result.runs[f"eval {nxt}"], result.runs[f"eval {other}"], seed=cfg.seed)
+        first = k * cfg.harvest_tasks
+        result.iterations.append({
+            "label": f"iteration {k + 1}", "harvest_tasks": [first, first + cfg.harvest_tasks - 1],
+            "scores": {n: result.scores[n] for n in (start, ctrl, nxt)},
+            "comparisons": {c: result.comparisons[c] for c in (f"{nxt} - {start}", f"{nxt} - {ctrl}")}})
+    _write(cfg.out, result)
+    return result
+
+
+def _harvest_slices(cfg: LoopConfig, warehouse_path: str) -> list[list[str] | None]:
+    """The `val_harvest` task ids of each iteration (None for iteration 0: the first H tasks, as --limit H)."""
+    if cfg.iterations == 1:
+        return [None]
+    ids = rollouts.split_task_ids(warehouse_path, HARVEST_SPLIT)
+    if len(ids) < cfg.iterations * cfg.harvest_tasks:
+        raise UserError(f"--iterations {cfg.iterations} x --harvest-tasks {cfg.harvest_tasks} needs "
+                        f"{cfg.iterations * cfg.harvest_tasks} {HARVEST_SPLIT} tasks and there are {len(ids)}; "
+                        "use fewer iterations or harvest tasks")
+    n = cfg.harvest_tasks
+    return [None, *(ids[k * n:(k + 1) * n] for k in range(1, cfg.iterations))]
+
+
+def _train_iteration(cfg: LoopConfig, result: LoopResult, k: int, agent: str, warehouse_path: str,
+                     stage: Callable[[str, Callable[[], Any]], Any]) -> None:
+    """M_k+1 = M_k + SFT (and KTO) on the harvest; M_k' = M_k + as many SFT steps on the unfiltered control."""
+    from train.recipes import get
+
+    start, ctrl, nxt = _names(k)
+    # M_k+1 trains for `sft_epochs` over its golden paths (however many the harvest gave); M_k' then gets exactly
     # as many optimizer steps, so the two differ only in which rollouts they learn from.
     recipe = dataclasses.replace(get("cpu", "sft"), learning_rate=cfg.learning_rate, epochs=cfg.sft_epochs,
                                  max_steps=cfg.sft_steps or -1)
-    trainings = {"M1": ("sft", "m1", result.runs["harvest M0"], cfg.min_reward),
-                 "M0'": ("sft_unfiltered", "m0-control", result.runs["control M0"], 0.0)}
+    trainings = {nxt: ("sft", _folder(nxt), result.runs[f"harvest {start}"], cfg.min_reward),
+                 ctrl: ("sft_unfiltered", _folder(ctrl), result.runs[f"control {start}"], 0.0)}
     for name, (view, folder, run_id, min_reward) in trainings.items():
         job = TrainJob(method="sft", recipe=recipe, out_dir=cfg.out / folder, warehouse_path=warehouse_path,
-                       model=m0, view=view, run_ids=(run_id,), view_params={"min_reward": min_reward},
+                       model=agent, view=view, run_ids=(run_id,), view_params={"min_reward": min_reward},
                        seed=cfg.seed, force=True)
         result.training[name] = stage(f"train {name}", lambda job=job, name=name: _train(job, name))
         result.models[name] = str(job.out_dir)
-        recipe = dataclasses.replace(recipe, max_steps=result.training["M1"]["steps"])
+        recipe = dataclasses.replace(recipe, max_steps=result.training[nxt]["steps"])
     if cfg.kto_steps:
         kto = dataclasses.replace(get("cpu", "kto"), max_steps=cfg.kto_steps)
-        job = TrainJob(method="kto", recipe=kto, out_dir=cfg.out / "m1-kto", warehouse_path=warehouse_path,
-                       model=result.models["M1"], run_ids=(result.runs["harvest M0"],),
-                       view_params={"min_reward": cfg.min_reward}, seed=cfg.seed, force=True)
-        result.training["M1 (kto)"] = stage("train M1 (kto)", lambda: _train(job, "M1 (kto)"))
-        result.models["M1"] = str(job.out_dir)
-    # A trained model's folder is reused by the next loop, so its eval run is named after the training run:
-    # a retrained model never resumes the evaluation of the one it replaced.
-    final = {"M1": result.training.get("M1 (kto)", result.training["M1"]), "M0'": result.training["M0'"]}
-    for name in ("M1", "M0'"):
-        result.runs[f"eval {name}"] = stage(f"eval {name}", lambda name=name: rollout_run(
-            "eval", result.models[name], evaluate, "test", cfg.eval_tasks, name=f"eval-{final[name]['run_id']}"))
+        job = TrainJob(method="kto", recipe=kto, out_dir=cfg.out / f"{_folder(nxt)}-kto",
+                       warehouse_path=warehouse_path, model=result.models[nxt],
+                       run_ids=(result.runs[f"harvest {start}"],), view_params={"min_reward": cfg.min_reward},
+                       seed=cfg.seed, force=True)
+        result.training[f"{nxt} (kto)"] = stage(f"train {nxt} (kto)", lambda: _train(job, f"{nxt} (kto)"))
+        result.models[nxt] = str(job.out_dir)
 
-    for name in ("M0", "M0'", "M1"):
-        result.scores[name] = rollouts.run_summary("eval_summary", warehouse_path, result.runs[f"eval {name}"])
-    for other in ("M0", "M0'"):
-        result.comparisons[f"M1 - {other}"] = rollouts.compare(warehouse_path, result.runs["eval M1"],
-                                                               result.runs[f"eval {other}"], seed=cfg.seed)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "loop.json").write_text(json.dumps(dataclasses.asdict(result), indent=2, default=str) + "\n")
-    return result
+
+def _made(result: LoopResult, name: str) -> str:
+    """The id of the training run that made model `name` (its KTO run when it had one)."""
+    return result.training.get(f"{name} (kto)", result.training[name])["run_id"]
+
+
+def _write(out: Path, result: LoopResult) -> None:
+    """loop.json and its plot (loop.png) in `out`."""
+    from factory.plots import plot_loop
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = json.loads(json.dumps(dataclasses.asdict(result), default=str))
+    (out / "loop.json").write_text(json.dumps(data, indent=2) + "\n")
+    plot_loop(data, out / "loop.png")
 
 
 def _train(job: TrainJob, name: str) -> dict[str, Any]:

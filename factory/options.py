@@ -15,6 +15,7 @@ import click
 
 from factory.warehouse import default_path
 from search.josh import CHOICES, SearchConfig
+from toolwoz.tools import RESULTS
 from toolwoz import multiwoz
 from toolwoz.tasks import SPLITS
 
@@ -58,6 +59,8 @@ def agent_option(help: str) -> Decorator:
 
 
 semantics_option = search_option("semantics")
+results_option = click.option("--results", type=click.Choice(RESULTS), default=None,
+                              help=FIELDS["results"].metadata["help"])
 
 
 def check_user(user: str, user_model: str | None) -> None:
@@ -83,6 +86,7 @@ def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
         click.option("--user-model", default=None, help="The llm user's model: folder, Hub id or `openai:MODEL`."),
         click.option("--user-base-url", default=None, help="Endpoint for an `openai:` user model."),
         search_option("protocol", preset),
+        results_option,
         click.option("--split", type=click.Choice(SPLITS), default=default_split, show_default=True,
                      help="Which tasks (`factory toolwoz info` counts them)."),
         click.option("--limit", type=click.IntRange(min=1), default=None,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from decimal import Decimal
 from typing import Any, Sequence
 
 import click
 from rich.console import Console
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 # Wide when piped, so tables are not squeezed; a terminal (or $COLUMNS) gives its own width.
@@ -77,3 +79,23 @@ def print_rows(console: Console, rows: Sequence[dict[str, Any]], title: str | No
                columns: Sequence[str] = ()) -> None:
     """`rows_table` sized for `console`."""
     console.print(rows_table(rows, title, columns, width=console.width))
+
+
+class LogProgress(Progress):
+    """A rich Progress that, on a console that is no terminal (a log file, CI), also prints a plain line every
+    `every_s` seconds: a bar only draws itself at the end there, and long work would look hung."""
+
+    def __init__(self, *columns: Any, console: Console, every_s: float = 30.0, **kwargs: Any):
+        super().__init__(*columns, console=console, **kwargs)
+        self.every_s, self._last = every_s, time.monotonic()
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        if self.console.is_terminal or time.monotonic() - self._last < self.every_s:
+            return
+        self._last = time.monotonic()
+        task = self._tasks[task_id]
+        fields = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in task.fields.items())
+        total = f"/{task.total:.0f}" if task.total is not None else ""
+        self.console.print(f"{task.description}: {task.completed:.0f}{total}  {fields}  {task.elapsed or 0:.0f} s",
+                           highlight=False, markup=False)

@@ -15,10 +15,11 @@ import time
 from functools import partial
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from factory import rollouts, runs, warehouse
 from factory.errors import FactoryError, Interrupted
+from factory.output import LogProgress
 from factory.rollouts import RunReport
 from factory.runs import RunSettings
 from search.runner import max_batch
@@ -74,7 +75,7 @@ def _run(pool: WorkerPool, settings: RunSettings, writer: warehouse.Writer, run_
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("mean reward {task.fields[reward]:.3f}"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with LogProgress(*columns, console=console, transient=False) as progress:
             bar = progress.add_task(f"{settings.kind} {run_id} (ray)", total=len(todo), reward=0.0)
             for event in pool.run(todo, inflight=settings.concurrency):
                 if isinstance(event, Finished):

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 import sql
 from factory import runs, warehouse
 from factory.errors import Interrupted, UserError
+from factory.output import LogProgress
 from factory.runs import RunSettings
 from search.backends import backend_kind, engine_info, load_backend
 from search.backends.base import Backend, Request, SamplingParams
@@ -151,7 +152,7 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
     rewards: list[float] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("mean reward {task.fields[reward]:.3f}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with LogProgress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task(f"{settings.kind} {run_id}", total=len(todo), reward=0.0)
 
         def write(result: RolloutResult) -> None:
@@ -199,3 +200,10 @@ def summary(view: str, warehouse_path: str, report: RunReport) -> dict[str, Any]
     rate = report.new_rollouts / report.seconds * 60 if report.seconds else 0.0
     return row | {"new_rollouts": report.new_rollouts, "resumed_skipped": report.skipped,
                   "seconds": round(report.seconds, 1), "conversations_per_min": round(rate, 2)}
+
+
+def split_task_ids(warehouse_path: str, split: str) -> list[str]:
+    """The ids of `split`'s tasks in the order runs take them (ToolWOZ must be built in the warehouse)."""
+    with warehouse.opened(warehouse_path, read_only=True) as con:
+        warehouse.require_toolwoz(con, warehouse_path)
+        return [r[0] for r in con.execute(sql.load("queries/split_task_ids"), {"split": split}).fetchall()]

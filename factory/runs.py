@@ -28,6 +28,8 @@ from toolwoz.schemas import tool_schemas
 
 # Settings added after run ids were first hashed: part of the identity only when set.
 _ADDED_LATER = ("engine",)
+# SearchConfig fields added since: part of the identity only when they differ from this value.
+_SEARCH_ADDED_LATER = {"results": "full"}
 # SearchConfig fields renamed since run ids were first hashed: new name -> (hashed name, the value meaning True).
 _HASHED_AS = {"seed_policy": ("distinct_seeds", "distinct"), "credit": ("credit_all", "all"),
               "unrewarded": ("keep_unrewarded", "keep")}
@@ -63,6 +65,9 @@ class RunSettings:
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The hashed form of a run's `config` (today's names, or those of a run recorded before a rename)."""
     search = dict(config.get("search") or {})
+    for name, old_value in _SEARCH_ADDED_LATER.items():
+        if search.get(name, old_value) == old_value:
+            search.pop(name, None)
     for name, (hashed, true_value) in _HASHED_AS.items():
         if name in search:
             search[hashed] = search.pop(name) == true_value

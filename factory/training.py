@@ -23,7 +23,7 @@ from typing import Any
 import sql
 from factory import __version__, runs, warehouse
 from factory.errors import FactoryError, Interrupted, UserError, WarehouseBusy
-from factory.output import err
+from factory.output import LogProgress, err
 from toolwoz.clock import utc_now
 
 FACTORY_JSON = "factory.json"
@@ -190,20 +190,13 @@ def _fit(method: str, dataset: Any, model: str, out_dir: Path, recipe: Any, seed
     """Run the method's trainer under a rich progress bar."""
     import datasets
     import transformers
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    progress = LogProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=err, transient=False)
     task = progress.add_task(f"{method} {run_id}", total=None, loss="-")

@@ -84,7 +84,7 @@ class Protocol:
         return out
 
     async def step(self, completion: Completion, turn: Turn, task_id: str | None, semantics: str,
-                   run_tools: RunTools) -> bool:
+                   run_tools: RunTools, results: str = "full") -> bool:
         """Append what this model output means to `turn`; True when the turn is over."""
         message = completion.message
         if completion.parse_error:
@@ -99,7 +99,8 @@ class Protocol:
             turn.add({"role": "assistant", "content": message.get("content") or ""}, completion)
             return True
         turn.add({"role": "assistant", "content": message.get("content") or "", "tool_calls": calls}, completion)
-        requests = [ToolRequest(c["function"]["name"], c["function"]["arguments"], task_id, semantics) for c in calls]
+        requests = [ToolRequest(c["function"]["name"], c["function"]["arguments"], task_id, semantics, results)
+                    for c in calls]
         for c, result in zip(calls, await run_tools(requests)):
             pos = turn.add({"role": "tool", "tool_call_id": c.get("id") or "", "content": result.content})
             turn.calls.append(result)
@@ -131,7 +132,7 @@ class ReactProtocol(Protocol):
         return out
 
     async def step(self, completion: Completion, turn: Turn, task_id: str | None, semantics: str,
-                   run_tools: RunTools) -> bool:
+                   run_tools: RunTools, results: str = "full") -> bool:
         text = completion.message.get("content") or ""
         turn.add({"role": "assistant", "content": text}, completion)
         commands = _commands(text)
@@ -152,7 +153,7 @@ class ReactProtocol(Protocol):
             except (ValueError, KeyError, TypeError) as e:
                 self._observe(turn, "APIRETURN FAILURE INCORRECTLY FORMATTED APICALL", body, str(e))
                 continue
-            (result,) = await run_tools([ToolRequest(name, params, task_id, semantics)])
+            (result,) = await run_tools([ToolRequest(name, params, task_id, semantics, results)])
             pos = turn.add({"role": "user", "content": f"APIRETURN {result.content}"})
             turn.calls.append(result)
             turn.call_rows.append({"pos": pos, **result.record()})
@@ -174,7 +175,8 @@ PROTOCOLS: dict[str, type[Protocol]] = {"tools": Protocol, "react": ReactProtoco
 
 
 async def agent_turn(backend: Backend, protocol: Protocol, history: Sequence[Message], *, task_id: str | None,
-                     semantics: str, run_tools: RunTools, params: SamplingParams, max_calls: int = 3) -> Turn:
+                     semantics: str, run_tools: RunTools, params: SamplingParams, max_calls: int = 3,
+                     results: str = "full") -> Turn:
     """Run one agent turn after `history`; returns only what the turn added."""
     turn = Turn()
     tools = protocol.request_tools()
@@ -191,7 +193,7 @@ async def agent_turn(backend: Backend, protocol: Protocol, history: Sequence[Mes
         if completion.finish_reason == "context_overflow":
             turn.end = "context_overflow"
             return turn
-        if await protocol.step(completion, turn, task_id, semantics, run_tools):
+        if await protocol.step(completion, turn, task_id, semantics, run_tools, results):
             return turn
     turn.end = "max_calls"
     return turn

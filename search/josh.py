@@ -28,6 +28,7 @@ from toolwoz.clock import utc_now
 from toolwoz.rewards import Goal, goals_met
 from toolwoz.schemas import END_CONVERSATION
 from toolwoz.tasks import Task
+from toolwoz.tools import RESULTS
 
 COLLAPSE_POLICIES = ("first", "fewest-tokens", "random")
 
@@ -62,6 +63,10 @@ class SearchConfig:
         "help": "Tool and reward semantics: `fixed` (ours) or `parity` (the reference exactly)."})
     protocol: str = field(default="tools", metadata={
         "help": "Agent protocol: native tool calls, or the reference's PLAN/APICALL/SPEAK text."})
+    results: str = field(default="full", metadata={
+        "help": "What a search shows the agent: `full` (up to 3 rows, every field the API returns) or `compact` "
+                "(1 row, only the fields it takes to present and book: for small contexts). Default: the "
+                "model's own preference (`factory_results` in its config.json), else full."})
     # -- what counts and what is kept
     credit: str = field(default="all", metadata={
         "help": "Credit every goal the target's turn met, or only the first (the reference)."})
@@ -82,7 +87,8 @@ class SearchConfig:
 
 
 CHOICES = {"collapse": COLLAPSE_POLICIES, "seed_policy": ("distinct", "shared"), "credit": ("all", "first"),
-           "unrewarded": ("keep", "drop"), "semantics": ("fixed", "parity"), "protocol": tuple(PROTOCOLS)}
+           "unrewarded": ("keep", "drop"), "semantics": ("fixed", "parity"), "results": RESULTS,
+           "protocol": tuple(PROTOCOLS)}
 HARVEST = SearchConfig()  # JOSH: beam 8, temperature 1, stop once every goal is met
 EVALUATION = SearchConfig(beam=1, temperature=0.0, finish_dialogue=True)  # one greedy conversation per task
 PARITY = {"semantics": "parity", "seed_policy": "shared", "credit": "first", "unrewarded": "drop"}  # the reference
@@ -184,7 +190,7 @@ class Rollout:
     async def _agent_turn(self, node: Node) -> None:
         params = SamplingParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_new_tokens, node.seed)
         turn = await agent_turn(self.agent, self.protocol, node.parent.history() if node.parent else [],
-                                task_id=self.task.task_id, semantics=self.cfg.semantics,
+                                task_id=self.task.task_id, semantics=self.cfg.semantics, results=self.cfg.results,
                                 run_tools=self.run_tools, params=params, max_calls=self.cfg.max_calls_per_turn)
         node.turn = turn
         node.messages.extend(turn.messages)

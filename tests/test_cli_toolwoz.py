@@ -17,7 +17,7 @@ def built(tmp_path_factory) -> Path:
     result = run("toolwoz", "build", "--multiwoz", str(MULTIWOZ_DIR), "-w", str(path), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["tasks"] == 1598
+    assert summary["tasks"] == 1598 + 2000  # MultiWOZ tasks + the synthetic `synth` split
     return path
 
 
@@ -27,7 +27,8 @@ def test_build_then_info_reports_counts_per_split(built):
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     counts = {s["split"]: s["tasks"] for s in info["splits"]}
-    assert counts == {"test": 450, "test_full": 805, "val": 793, "val_boot": 397, "val_harvest": 396, "train": 0}
+    assert counts == {"test": 450, "test_full": 805, "val": 793, "val_boot": 397, "val_harvest": 396, "train": 0,
+                      "synth": 2000}
     goals = {(g["split"], g["domain"]): g for g in info["goals"]}
     assert goals[("test", "attraction")]["book_goals"] == 0
     assert sum(g["search_goals"] + g["book_goals"] for g in info["goals"] if g["split"] == "test") == \
@@ -40,7 +41,7 @@ def test_build_is_idempotent(built):
     assert again.returncode == 0, again.stderr
     con = duckdb.connect(str(built), read_only=True)
     try:
-        assert con.execute("select count(*), count(distinct task_id) from tasks").fetchall() == [(1598, 1598)]
+        assert con.execute("select count(*), count(distinct task_id) from tasks").fetchall() == [(3598, 3598)]
         assert con.execute("select count(*) from toolwoz.train").fetchall() == [(2828,)]
         assert con.execute("select count(*) from toolwoz.build_info").fetchall() == [(1,)]
     finally:

@@ -23,8 +23,10 @@ def test_location_is_under_factory_home(home):
     assert default_model.location() == home / "models" / "tiny-toolwoz"
 
 
-def test_an_untrained_default_model_is_bootstrapped_not_used(home, model_dir, monkeypatch):
-    """`factory model init` leaves an untrained model where the default lives: the first eval bootstraps it."""
+def test_an_untrained_default_model_is_bootstrapped_not_used(home, model_dir, tmp_path, monkeypatch):
+    """`factory model init` leaves an untrained model where the default lives: the first eval bootstraps it
+    (when the package ships no M0 of today's budget)."""
+    monkeypatch.setattr(default_model, "SHIPPED", tmp_path / "no-shipped-m0")
     shutil.copytree(model_dir, default_model.location())
     assert not default_model.is_bootstrapped(default_model.location())
     calls = []
@@ -71,3 +73,70 @@ def test_a_mistyped_hub_id_fails_at_once(monkeypatch):
         check_model("modls/m1")
     with pytest.raises(UserError, match="not a Hub id|no model folder"):
         check_model("bad name!")
+
+
+def _as_shipped(model_dir, folder, budget) -> None:
+    """`folder` made to look like a shipped M0 bootstrapped with `budget`."""
+    shutil.copytree(model_dir, folder)
+    info = folder / "factory_model.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "bootstrap": {"budget": budget, "steps": 2}}))
+
+
+def test_the_shipped_m0_is_installed_when_its_budget_is_todays(home, model_dir, tmp_path, monkeypatch):
+    import dataclasses
+
+    from factory.bootstrap import BUDGET
+
+    _as_shipped(model_dir, tmp_path / "m0", dataclasses.asdict(BUDGET))
+    monkeypatch.setattr(default_model, "SHIPPED", tmp_path / "m0")
+    monkeypatch.setattr(default_model, "bootstrap", lambda *args: pytest.fail("bootstrapped instead"))
+    agent = default_model.resolve_agent(None, multiwoz_path=None, warehouse_path="w.duckdb", console=err)
+    assert agent == str(default_model.location()) and default_model.is_bootstrapped(default_model.location())
+    assert (default_model.location() / "model.safetensors").read_bytes() == \
+        (tmp_path / "m0" / "model.safetensors").read_bytes()
+    assert not default_model.location().with_name("tiny-toolwoz-staging").exists()
+
+
+def test_a_shipped_m0_of_another_budget_is_not_used(home, model_dir, tmp_path, monkeypatch):
+    import dataclasses
+
+    from factory.bootstrap import BUDGET
+
+    _as_shipped(model_dir, tmp_path / "m0", dataclasses.asdict(dataclasses.replace(BUDGET, steps=7)))
+    monkeypatch.setattr(default_model, "SHIPPED", tmp_path / "m0")
+    calls = []
+    monkeypatch.setattr(default_model, "bootstrap", lambda out, *args: calls.append(out))
+    default_model.resolve_agent(None, multiwoz_path=None, warehouse_path="w.duckdb", console=err)
+    assert calls == [default_model.location()]
+
+
+def test_the_package_ships_the_m0_of_todays_budget():
+    """factory/m0 is what `make m0` (`factory model bootstrap`) made with the budget in factory/bootstrap.py."""
+    import dataclasses
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from factory.bootstrap import BUDGET
+    from train.tiny_model import DEFAULT_VOCAB, RESULTS
+
+    assert default_model.shipped() == default_model.SHIPPED, "factory/m0 is missing or stale: run `make m0`"
+    record = json.loads((default_model.SHIPPED / "factory_model.json").read_text())["bootstrap"]
+    assert record["budget"] == dataclasses.asdict(BUDGET)
+    assert record["steps"] == BUDGET.steps and record["rows"] >= 390 and record["teacher_success_rate"] > 0.99
+    assert record["ran_on"]["device"]
+    config = AutoConfig.from_pretrained(default_model.SHIPPED)
+    assert config.vocab_size == DEFAULT_VOCAB and config.factory_results == RESULTS
+    assert len(AutoTokenizer.from_pretrained(default_model.SHIPPED)) == DEFAULT_VOCAB
+    assert default_model.model_results(str(default_model.SHIPPED)) == "compact"
+
+
+def test_results_default_to_the_models_preference(model_dir, tmp_path):
+    assert default_model.model_results(str(model_dir)) == "compact"  # build_model writes factory_results
+    assert default_model.model_results(f"vllm:{model_dir}") == "compact"
+    for agent in ("teacher", "openai:gpt", "Qwen/Qwen3-0.6B", str(tmp_path)):
+        assert default_model.model_results(agent) == "full"
+    assert default_model.resolve_results(str(model_dir), None, "fixed") == "compact"
+    assert default_model.resolve_results(str(model_dir), "full", "fixed") == "full"
+    assert default_model.resolve_results(str(model_dir), None, "parity") == "full"
+    with pytest.raises(UserError, match="--semantics parity"):
+        default_model.resolve_results("teacher", "compact", "parity")

@@ -97,6 +97,34 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     assert with_kto["runs"]["eval M1"] == f"eval-{with_kto['training']['M1 (kto)']['run_id']}"
     assert with_kto["runs"]["eval M1"] != result["runs"]["eval M1"]
 
+    # A second iteration: M1 harvests the next two val_harvest tasks (fresh ones) and becomes M2, against M1'.
+    # The first iteration is resumed and reused; M1's harvest earns nothing either, until it is marked.
+    two = [*args, "--iterations", "2"]
+    stopped = run(*two)
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
+    assert "M2 has no training rows" in one_line_error(stopped)
+    m1_harvest = f"harvest-{result['training']['M1']['run_id']}"
+    harvested = query(wh, "SELECT task_id FROM rollouts WHERE run_id = ? ORDER BY task_id", [m1_harvest])
+    first_tasks = query(wh, "SELECT task_id FROM rollouts WHERE run_id = ? ORDER BY task_id",
+                        [result["runs"]["harvest M0"]])
+    val_harvest = [r[0] for r in query(wh, "SELECT task_id FROM tasks WHERE list_contains(splits, 'val_harvest') "
+                                           "ORDER BY task_id LIMIT 4")]
+    assert [r[0] for r in first_tasks] == val_harvest[:2] and [r[0] for r in harvested] == val_harvest[2:]
+    assert mark_deepest_golden(wh, m1_harvest) == 2
+    done = run(*two, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    looped = json.loads(done.stdout)
+    assert list(looped["scores"]) == ["M0", "M0'", "M1", "M1'", "M2"]
+    assert looped["runs"]["harvest M1"] == m1_harvest and looped["runs"]["eval M1"] == result["runs"]["eval M1"]
+    assert looped["training"]["M1"]["reused"] and looped["training"]["M2"]["steps"] == 2
+    assert looped["models"]["M2"] == str(out / "m2") and looped["models"]["M1'"] == str(out / "m1-control")
+    assert [it["label"] for it in looped["iterations"]] == ["iteration 1", "iteration 2"]
+    assert [it["harvest_tasks"] for it in looped["iterations"]] == [[0, 1], [2, 3]]
+    assert set(looped["iterations"][1]["comparisons"]) == {"M2 - M1", "M2 - M1'"}
+    assert (out / "loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    short = run("loop", "--model", str(model_dir), "--out", str(out), *SMALL, "--iterations", "999", "-w", str(wh))
+    assert short.returncode == 2 and "val_harvest tasks and there are" in one_line_error(short)
+
 
 def test_loop_refuses_a_missing_model_folder_and_a_beam_of_one(wh, tmp_path):
     missing = run("loop", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "loop"), "-w", str(wh))

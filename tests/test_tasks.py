@@ -15,6 +15,7 @@ from toolwoz.errors import UnknownSplit
 from toolwoz.multiwoz import MultiWOZ
 from toolwoz.query import load_rows, run_many
 from toolwoz.schemas import API_DEFS, DOMAINS, EXCLUDED_DOMAINS
+from toolwoz.synthetic import SPLIT as SYNTH
 from toolwoz.tasks import SPLITS, TEST_HEAD, check_split, derive_tasks, task_key
 
 # Reference §3.2: spellings that mean "no constraint".
@@ -24,6 +25,11 @@ EMPTY = {"", "dont care", "don't care", "dontcare", "do n't care", "not mentione
 def _toolwoz_ids(mw: MultiWOZ) -> list[str]:
     """Reference §1.3.1, computed from data.json directly: no taxi, police or hospital goal."""
     return sorted(i for i, d in mw.dialogues.items() if not any(d["goal"].get(x) for x in EXCLUDED_DOMAINS))
+
+
+def _multiwoz(env) -> dict:
+    """The tasks made from MultiWOZ dialogues (not the synthetic `synth` split: tests/test_synthetic.py)."""
+    return {i: t for i, t in env.tasks.items() if t.split != SYNTH}
 
 
 def _by_split(env) -> dict[str, list[str]]:
@@ -61,7 +67,7 @@ def _identity(domain: str, row: dict) -> tuple:
 
 def test_split_counts_follow_the_reference_rules(mw, env):
     ids = _toolwoz_ids(mw)
-    assert sorted(env.tasks) == ids
+    assert sorted(_multiwoz(env)) == ids
     test_list = {task_key(i) for i in mw.test_ids}
     val_list = {task_key(i) for i in mw.val_ids}
     splits = _by_split(env)
@@ -79,7 +85,7 @@ def test_split_counts_follow_the_reference_rules(mw, env):
     assert splits["val_boot"] == val[0::2] and splits["val_harvest"] == val[1::2]  # alternating by sorted id
     assert not (boot | harvest) & set(test_full)
 
-    for task_id, task in env.tasks.items():
+    for task_id, task in _multiwoz(env).items():
         base = "test" if task_id in test_list else "val" if task_id in val_list else "train"
         assert task.split == base
 
@@ -90,8 +96,9 @@ def test_split_counts_of_the_shared_copy(mw, env):
     counts = {name: len(ids) for name, ids in _by_split(env).items()}
     # 1999 dialogues (1000 test + 999 val); 401 have a taxi, police or hospital goal.
     assert len(mw.dialogues) == 1999
-    assert len(env.tasks) == 1598
-    assert counts == {"test": 450, "test_full": 805, "val": 793, "val_boot": 397, "val_harvest": 396, "train": 0}
+    assert len(_multiwoz(env)) == 1598
+    assert counts == {"test": 450, "test_full": 805, "val": 793, "val_boot": 397, "val_harvest": 396, "train": 0,
+                      "synth": 2000}
     # The lexicographic head holds no single-domain dialogue (reference §1.6, §9.15).
     assert not [i for i in _by_split(env)["test"] if i.startswith("SNG")]
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tests.conftest import REFERENCE_DIR
 from toolwoz.errors import UnknownTask
 from toolwoz.schemas import API_DEFS, tool_schemas
-from toolwoz.tools import PARITY_INVALID, PARITY_LISTS, ErrorKind, ToolRequest
+from toolwoz.tools import COMPACT_FIELDS, PARITY_INVALID, PARITY_LISTS, RESULTS, ErrorKind, ToolRequest
 
 DOMAINS = ("restaurant", "hotel", "attraction", "train")
 SEARCH_PARAMS = {
@@ -188,6 +188,28 @@ def test_fixed_search_serves_the_first_k_matching_rows(env, mw, data) -> None:
         assert {k: v for k, v in served.items() if k in raw} == {k: raw[k] for k in served if k in raw}
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_compact_search_serves_the_first_row_with_its_filled_compact_fields(env, mw, data) -> None:
+    domain = data.draw(st.sampled_from(DOMAINS))
+    row = data.draw(st.sampled_from(mw.dbs[domain]))
+    args = args_from_row(domain, row, data)
+    full = env.call(f"search_{domain}", args)
+    compact = env.call(f"search_{domain}", args, results="compact")
+    assert compact.ok and compact.n_rows == full.n_rows  # the same filter; only what is shown differs
+    assert [r["row_idx"] for r in compact.rows] == [r["row_idx"] for r in full.rows][:1]
+    for served, raw in zip(compact.result, compact.rows):
+        assert set(served) <= set(COMPACT_FIELDS[domain])
+        assert served == {k: raw[k] for k in COMPACT_FIELDS[domain] if raw.get(k) not in (None, "", "?")}
+        assert served[UID[domain]]  # what a booking needs is always shown
+
+
+def test_results_must_be_known(env) -> None:
+    assert RESULTS == ("full", "compact")
+    with pytest.raises(ValueError, match="results must be one of"):
+        env.call("search_hotel", {"area": "east"}, results="tiny")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_parity_search_serves_the_first_row_of_the_reference_filter(env, mw, data) -> None:
@@ -218,11 +240,12 @@ def test_call_many_equals_one_call_each(env, mw, data) -> None:
             if kind == "book":
                 args = {UID[domain]: row[UID[domain]], "people": "2", "day": "monday", "time": "18:00"}
                 args = {k: v for k, v in args.items() if k in API_DEFS[f"book_{domain}"][0]}
-            requests.append(ToolRequest(f"{kind}_{domain}", args, task_id, sem))
+            requests.append(ToolRequest(f"{kind}_{domain}", args, task_id, sem, data.draw(st.sampled_from(RESULTS))))
         else:
             requests.append(ToolRequest(data.draw(tool_names), data.draw(junk_arguments), task_id, sem))
     batched = env.call_many(requests)
-    one_by_one = [env.call(r.name, r.arguments, task_id=r.task_id, semantics=r.semantics) for r in requests]
+    one_by_one = [env.call(r.name, r.arguments, task_id=r.task_id, semantics=r.semantics, results=r.results)
+                  for r in requests]
     summary = [(c.result, c.ok, c.error_kind, c.n_rows) for c in batched]
     assert summary == [(c.result, c.ok, c.error_kind, c.n_rows) for c in one_by_one]
 

@@ -130,7 +130,7 @@ def test_sft_labels_cover_only_assistant_tokens(home, tmp_path):
     from train.sft import sft_trainer
 
     ds, _ = _load(home["w"], "sft", "sft")
-    trainer = sft_trainer(ds, home["model"], tmp_path, _recipe("sft"))
+    trainer = sft_trainer(ds, home["model"], tmp_path, _recipe("sft", loss="assistant"))
     tok = trainer.processing_class
     roles = {tok.convert_tokens_to_ids(f"<|{r}|>"): r for r in ("system", "user", "assistant", "tool")}
     end, newline = tok.convert_tokens_to_ids("<|end|>"), tok.encode("\n", add_special_tokens=False)
@@ -222,6 +222,20 @@ def test_chat_template_without_generation_markers(home):
         training_template(plain, "custom")
 
 
+def test_sft_default_loss_covers_every_token(home, tmp_path):
+    from train.sft import sft_trainer
+
+    ds, _ = _load(home["w"], "sft", "sft")
+    trainer = sft_trainer(ds, home["model"], tmp_path, _recipe("sft"))
+    assert recipes.get("cpu", "sft").loss == recipes.get("paper", "sft").loss == "all"
+    for row in trainer.train_dataset:  # labels are the ids (the collator masks padding only)
+        assert row.get("labels", row["input_ids"]) == row["input_ids"]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    mask = batch["attention_mask"] == 1
+    assert (batch["labels"][mask] == batch["input_ids"][mask]).all()
+    assert (batch["labels"][~mask] == -100).all()
+
+
 def test_paper_recipe_configs_build_on_cpu(tmp_path):
     from train.dpo import dpo_config
     from train.kto import kto_config
@@ -230,7 +244,7 @@ def test_paper_recipe_configs_build_on_cpu(tmp_path):
     sft, kto = recipes.get("paper", "sft"), recipes.get("paper", "kto")
     config = sft_config(sft, tmp_path)
     assert (config.learning_rate, config.num_train_epochs, config.per_device_train_batch_size,
-            config.gradient_accumulation_steps, config.assistant_only_loss) == (2e-5, 3, 1, 16, True)
+            config.gradient_accumulation_steps, config.assistant_only_loss) == (2e-5, 3, 1, 16, False)
     lora = recipes.lora_config(sft)
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (64, 64, 0.05) and "down_proj" in lora.target_modules
     assert recipes.quantization_config(sft).load_in_4bit

@@ -16,7 +16,8 @@ from toolwoz.clock import utc_now
 from toolwoz.multiwoz import MultiWOZ
 from toolwoz.query import RowQuery, index_rows, load_rows, run_many
 from toolwoz.schemas import API_DEFS, DOMAINS
-from toolwoz.tasks import Task, derive_tasks
+from toolwoz import synthetic
+from toolwoz.tasks import Task, derive_tasks, tasks_from_goals
 from toolwoz.tools import constraints_for
 from toolwoz.values import normalise, parse_time
 
@@ -108,7 +109,8 @@ def build(con: duckdb.DuckDBPyConnection, mw: MultiWOZ, code_version: str = "") 
         for domain in DOMAINS:
             _insert(con, f"toolwoz.{domain}", [flat_row(domain, i, r) for i, r in enumerate(mw.dbs[domain])])
         index_rows(con)  # the `fixed` search index (a temp table) of the rows just written
-        tasks = derive_tasks(mw, lambda q: run_many(con, q), load_rows(con))
+        run, rows = (lambda q: run_many(con, q)), load_rows(con)
+        tasks = derive_tasks(mw, run, rows) + tasks_from_goals(synthetic.goal_entries(mw.dbs), run, rows)
         con.execute("DELETE FROM tasks")
         _insert(con, "tasks", [t.to_row() for t in tasks])
         _insert(con, "toolwoz.hidden_rows", _hidden_rows(con, tasks))

@@ -18,7 +18,7 @@ from toolwoz.schemas import API_DEFS, EXCLUDED_DOMAINS, GOAL_DOMAIN_ORDER, UID_K
 from toolwoz.values import is_empty
 
 TEST_HEAD = 450  # the reference evaluates on the first 450 sorted test tasks
-SPLITS = ("test", "test_full", "val", "val_boot", "val_harvest", "train")
+SPLITS = ("test", "test_full", "val", "val_boot", "val_harvest", "train", "synth")  # synth: toolwoz/synthetic.py
 _TAG = re.compile(r"<[^>]+>")
 
 RunQueries = Callable[[Sequence[RowQuery]], list[RowResult]]
@@ -156,23 +156,43 @@ def derive_tasks(mw: MultiWOZ, run: RunQueries, rows: DomainRows) -> list[Task]:
     ids = sorted(i for i, d in mw.dialogues.items() if is_toolwoz(d["goal"]))
     splits = split_ids(ids, mw.test_ids, mw.val_ids)
     membership: dict[str, list[str]] = {i: [] for i in ids}
-    for name in SPLITS:
-        for i in splits[name]:
+    for name, members in splits.items():
+        for i in members:
             membership[i].append(name)
-    truths, pending = {}, []
+    entries = []
     for task_id in ids:
-        truths[task_id], todo = _search_goals(mw.dialogues[task_id]["goal"])
-        pending += todo
-    for (entry, query), result in zip(pending, run([q for _, q in pending])):
-        entry["returns"] = _rows(result, query.domain, rows)
-    tasks = []
-    for task_id in ids:
-        dialogue, truth, names = mw.dialogues[task_id], truths[task_id], membership[task_id]
-        meta = _last_system_turn(dialogue["log"])
-        for domain, entry in truth.items():
-            _add_book_goals(domain, dialogue["goal"][domain], meta.get(domain) or {}, entry)
+        names, dialogue = membership[task_id], mw.dialogues[task_id]
         base = "test" if "test_full" in names else "val" if "val" in names else "train"
-        tasks.append(Task(task_id, base, names, list(truth), dialogue["goal"], truth, goal_message(dialogue["goal"])))
+        entries.append(GoalEntry(task_id, base, names, dialogue["goal"], _last_system_turn(dialogue["log"])))
+    return tasks_from_goals(entries, run, rows)
+
+
+@dataclass
+class GoalEntry:
+    """A goal to make a task of: a MultiWOZ dialogue's, or a synthetic one."""
+
+    task_id: str
+    split: str
+    splits: list[str]
+    goal: dict[str, Any]
+    meta: dict[str, Any]  # domain -> {"book": {"booked": [record]}, "semi": {...}}: what the wizard booked
+
+
+def tasks_from_goals(entries: Sequence[GoalEntry], run: RunQueries, rows: DomainRows) -> list[Task]:
+    """Tasks with their ground truth, in the order of `entries`; `run` answers the ground-truth searches."""
+    truths, pending = [], []
+    for entry in entries:
+        truth, todo = _search_goals(entry.goal)
+        truths.append(truth)
+        pending += todo
+    for (gt, query), result in zip(pending, run([q for _, q in pending])):
+        gt["returns"] = _rows(result, query.domain, rows)
+    tasks = []
+    for entry, truth in zip(entries, truths):
+        for domain, gt in truth.items():
+            _add_book_goals(domain, entry.goal[domain], entry.meta.get(domain) or {}, gt)
+        tasks.append(Task(entry.task_id, entry.split, entry.splits, list(truth), entry.goal, truth,
+                          goal_message(entry.goal)))
     return tasks
 
 

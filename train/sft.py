@@ -49,10 +49,10 @@ def training_template(tokenizer: Any, model: str) -> str | None:
 
 
 def sft_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
-    """TRL's SFTConfig for `recipe`: assistant-only loss, no packing, CPU-safe precision."""
+    """TRL's SFTConfig for `recipe`: loss on `recipe.loss`'s tokens, no packing, CPU-safe precision."""
     from trl import SFTConfig
 
-    return SFTConfig(**training_args(recipe, str(out), seed), assistant_only_loss=True,
+    return SFTConfig(**training_args(recipe, str(out), seed), assistant_only_loss=recipe.loss == "assistant",
                      max_length=recipe.max_length, packing=False)
 
 
@@ -66,7 +66,8 @@ def sft_trainer(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, se
     if len(dataset) == 0:
         raise TrainInputError("the SFT dataset has no rows")
     tokenizer = load_tokenizer(model, chat_template)
-    training_template(tokenizer, model)  # fail here, with the fix, rather than deep inside TRL
+    if recipe.loss == "assistant":
+        training_template(tokenizer, model)  # fail here, with the fix, rather than deep inside TRL
     trainer = SFTTrainer(model=model, args=sft_config(recipe, out, seed), train_dataset=dataset,
                          processing_class=tokenizer, peft_config=lora_config(recipe),
                          quantization_config=quantization_config(recipe), callbacks=list(callbacks))

@@ -17,7 +17,7 @@ from search.josh import EVALUATION
 @click.group(name="eval", invoke_without_command=True)
 @rollout_options(default_split="test", preset=EVALUATION)
 @click.pass_context
-def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, split, limit,
+def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, results, split, limit,
                  task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz,
                  warehouse_path, as_json) -> None:
     """Evaluate an agent: one conversation per task with a simulated user; prints Average Reward and 100% Success.
@@ -34,10 +34,11 @@ def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_bas
     if ctx.invoked_subcommand is not None:
         return
     check_user(user, user_model)
-    search = dataclasses.replace(EVALUATION, max_steps=max_steps, temperature=temperature,
-                                 max_new_tokens=max_new_tokens, semantics=semantics, protocol=protocol, seed=seed)
     agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path,
                                         console=console)
+    search = dataclasses.replace(EVALUATION, max_steps=max_steps, temperature=temperature,
+                                 max_new_tokens=max_new_tokens, semantics=semantics, protocol=protocol, seed=seed,
+                                 results=default_model.resolve_results(agent, results, semantics))
     settings = rollouts.build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
                                        concurrency=concurrency)

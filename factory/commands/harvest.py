@@ -41,10 +41,10 @@ def _apply_parity(ctx: click.Context, values: dict[str, str]) -> dict[str, str]:
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="Ray workers, each with its own backend [default: one per GPU of the cluster, else per CPU].")
 @click.pass_context
-def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, split, limit, task_ids,
-            concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz, warehouse_path,
-            as_json, beam, collapse, seed_policy, credit, unrewarded, finish_dialogue, parity, serial, ray_address,
-            ray_workers) -> None:
+def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, results, split, limit,
+            task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz,
+            warehouse_path, as_json, beam, collapse, seed_policy, credit, unrewarded, finish_dialogue, parity, serial,
+            ray_address, ray_workers) -> None:
     """Harvest JOSH trees: sample every agent turn on several branches, collapse onto the branch that meets a
     goal, and store every branch, message, tool call and reward. The sft, kto and dpo views read them.
 
@@ -63,10 +63,11 @@ def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url
         values = _apply_parity(ctx, values)
     if serial:
         concurrency = 1
+    agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path, console=err)
     search = dataclasses.replace(HARVEST, beam=beam, max_steps=max_steps, temperature=temperature,
                                  max_new_tokens=max_new_tokens, collapse=collapse, protocol=protocol, seed=seed,
-                                 finish_dialogue=finish_dialogue, serial=serial, **values)
-    agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path, console=err)
+                                 finish_dialogue=finish_dialogue, serial=serial, **values,
+                                 results=default_model.resolve_results(agent, results, values["semantics"]))
     settings = rollouts.build_settings("harvest", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
                                        concurrency=concurrency)

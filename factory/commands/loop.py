@@ -1,4 +1,4 @@
-"""`factory loop`: M0 -> harvest -> M1, against the control M0', on the same test tasks (factory/loop.py)."""
+"""`factory loop`: M0 -> harvest -> M1 (-> M2 ...), each against its control, on the same test tasks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import click
 from rich.table import Table
 
 from factory.loop import LoopConfig, LoopResult, run_loop
-from factory.options import agent_option, json_option, multiwoz_option, search_option, warehouse_option
+from factory.options import (agent_option, json_option, multiwoz_option, results_option, search_option,
+                             warehouse_option)
 from factory.output import err, out, print_json
 from search.josh import HARVEST
 
@@ -19,16 +20,20 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @agent_option("M0: a model folder or Hub id. Default: the tiny model in $FACTORY_HOME/models, bootstrapped on "
               "first use (`factory model bootstrap`).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.out,
-              show_default=True, help="Folder for M1, M0' (m0-control) and loop.json; replaced models are the loop's.")
+              show_default=True, help="Folder for M1, M0' (m0-control), M2, M1' ..., loop.json and loop.png; "
+                                      "replaced models are the loop's.")
+@click.option("--iterations", type=click.IntRange(min=1), default=DEFAULTS.iterations, show_default=True,
+              help="Self-training iterations: M_k+1 = M_k + SFT on M_k's own harvest of fresh val_harvest tasks.")
 @click.option("--eval-tasks", type=click.IntRange(min=1), default=DEFAULTS.eval_tasks, show_default=True,
               help="Evaluate on the first N `test` tasks.")
 @click.option("--full", is_flag=True, help="Evaluate on all 450 `test` tasks (overrides --eval-tasks).")
 @click.option("--harvest-tasks", type=click.IntRange(min=1), default=DEFAULTS.harvest_tasks, show_default=True,
-              help="Harvest the first N `val_harvest` tasks.")
+              help="`val_harvest` tasks per iteration: the first N, then the next N, ...")
 @search_option("beam", HARVEST)
 @search_option("temperature", HARVEST, type=click.FloatRange(min=0, min_open=True))
 @search_option("max_steps", HARVEST)
 @search_option("max_new_tokens", HARVEST)
+@results_option
 @click.option("--sft-epochs", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.sft_epochs,
               show_default=True, help="Passes over M1's golden paths; M0' gets the same number of SFT steps.")
 @click.option("--sft-steps", type=click.IntRange(min=1), default=None,
@@ -45,28 +50,31 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @multiwoz_option
 @warehouse_option
 @json_option
-def loop(agent, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max_steps, max_new_tokens, sft_epochs,
-         sft_steps, kto_steps, lr, min_reward, concurrency, seed, multiwoz, warehouse_path, as_json) -> None:
+def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, beam, temperature, max_steps, max_new_tokens,
+         results, sft_epochs, sft_steps, kto_steps, lr, min_reward, concurrency, seed, multiwoz, warehouse_path,
+         as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests `val_harvest` with JOSH,
     and is fine-tuned on its golden paths (M1); the control M0' gets the same SFT steps on M0's own unfiltered
-    beam-1 rollouts of the same tasks. Prints Average Reward and 100% Success of M0, M0', M1 on the same test
-    tasks with paired-bootstrap intervals for M1 - M0 and M1 - M0', and each stage's wall time.
-    Every rollout stage is a warehouse run: running the loop again resumes them.
+    beam-1 rollouts of the same tasks. With --iterations K, M1 then harvests the next val_harvest tasks and
+    becomes M2 (against M1'), and so on. Prints Average Reward and 100% Success of every model on the same test
+    tasks with paired-bootstrap intervals for M_k+1 - M_k and M_k+1 - M_k', and each stage's wall time; writes
+    loop.json and loop.png. Every rollout stage is a warehouse run: running the loop again resumes them.
 
     \b
     Example:
         factory loop
+        factory loop --iterations 2 --harvest-tasks 60
         factory loop --full --harvest-tasks 200 --out models/loop-full
         factory loop --agent Qwen/Qwen3-0.6B --max-new-tokens 512   # on a GPU
     """
     if beam < 2:
         raise click.BadParameter("the loop compares a JOSH harvest (beam >= 2) with beam-1 control rollouts; at "
                                  "beam 1 both are the same run", param_hint="--beam")
-    cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=agent, eval_tasks=None if full else eval_tasks,
-                     harvest_tasks=harvest_tasks, beam=beam, temperature=temperature, max_steps=max_steps,
-                     max_new_tokens=max_new_tokens, sft_epochs=sft_epochs, sft_steps=sft_steps, kto_steps=kto_steps,
-                     learning_rate=lr, min_reward=min_reward,
-                     concurrency=concurrency, seed=seed)
+    cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=agent, iterations=iterations,
+                     eval_tasks=None if full else eval_tasks, harvest_tasks=harvest_tasks, beam=beam,
+                     temperature=temperature, max_steps=max_steps, max_new_tokens=max_new_tokens, results=results,
+                     sft_epochs=sft_epochs, sft_steps=sft_steps, kto_steps=kto_steps, learning_rate=lr,
+                     min_reward=min_reward, concurrency=concurrency, seed=seed)
     result = run_loop(cfg, warehouse_path, multiwoz, err)
     if as_json:
         print_json(result.__dict__)
@@ -77,11 +85,13 @@ def loop(agent, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max
 def print_result(result: LoopResult, loop_json: Path) -> None:
     """The loop's tables (scores per model; the paired differences; stage times), then where to look next."""
     tasks = result.comparisons["M1 - M0"]["tasks"]
-    scores = Table(title=f"JOSH loop on {tasks} test tasks", title_justify="left")
+    iterations = len(result.iterations)
+    scores = Table(title=f"JOSH loop on {tasks} test tasks" + (f", {iterations} iterations" if iterations > 1 else ""),
+                   title_justify="left")
     for col in ("model", "Average Reward", "100% Success", "eval run", "folder"):
         scores.add_column(col, justify="right" if col in ("Average Reward", "100% Success") else "left",
                           no_wrap=col == "eval run", overflow="fold")
-    for name in ("M0", "M0'", "M1"):
+    for name in result.scores:
         s = result.scores[name]
         scores.add_row(name, f"{s['average_reward']:.4f}", f"{s['success_rate']:.4f}", result.runs[f"eval {name}"],
                        result.models[name])
@@ -100,10 +110,10 @@ def print_result(result: LoopResult, loop_json: Path) -> None:
     times.add_row("total", f"{sum(result.seconds.values()):.1f}")
     out.print(times)
     for name, t in result.training.items():
-        out.print(f"{name}: SFT on {t['rows']} rows of view {t['view']}, {t['steps']} steps, final loss "
-                  f"{t['final_loss']:.4f}")
+        out.print(f"{name}: {t['method'].upper()} on {t['rows']} rows of view {t['view']}, {t['steps']} steps, "
+                  f"final loss {t['final_loss']:.4f}")
     harvest, min_reward = result.runs["harvest M0"], result.config["min_reward"]
-    out.print(f"\nEverything above is in {loop_json}. Next:")
+    out.print(f"\nEverything above is in {loop_json} (plotted in {loop_json.with_suffix('.png')}). Next:")
     out.print(f'  factory sql -p run_id {harvest} -p min_reward {min_reward} "select count(*) from sft"'
               f"   # M1's training rows (the view's default min_reward is 1.0)", highlight=False)
     out.print(f'  factory sql "select * from harvest_summary where run_id = \'{harvest}\'"   # the harvest',

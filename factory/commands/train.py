@@ -75,18 +75,22 @@ def train() -> None:
 @click.option("--drop-tool-errors", is_flag=True, help="Skip conversations with any failed tool call (the reference).")
 @click.option("--chat-template", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A Jinja chat template to train with (and save), for models whose own template has no "
-                   "{% generation %} markers.")
-def sft(drop_tool_errors: bool, chat_template: Path | None, **options: Any) -> None:
-    """Supervised fine-tuning on whole successful conversations (view `sft`), loss on the assistant's tokens only.
+                   "{% generation %} markers (needed by --loss assistant).")
+@click.option("--loss", type=click.Choice(["all", "assistant"]), default=None,
+              help="Tokens the loss covers: `all` of the conversation (the reference; the recipes' default) or the "
+                   "`assistant`'s only.")
+def sft(drop_tool_errors: bool, chat_template: Path | None, loss: str | None, **options: Any) -> None:
+    """Supervised fine-tuning on whole successful conversations (view `sft`), loss on every token by default.
 
     \b
     Example:
         factory train sft --out models/sft-1
-        factory train sft --run harvest-1a2b3c --drop-tool-errors --epochs 5 --out models/sft-2
+        factory train sft --run harvest-1a2b3c --drop-tool-errors --loss assistant --out models/sft-2
         factory train sft --model Qwen/Qwen3-0.6B --recipe paper --out models/qwen-sft   # on a GPU
     """
     template = chat_template.read_text() if chat_template else None
-    _train("sft", options, {"drop_tool_errors": drop_tool_errors or None}, {}, {"chat_template": template})
+    _train("sft", options, {"drop_tool_errors": drop_tool_errors or None}, {"loss": loss},
+           {"chat_template": template})
 
 
 @train.command()

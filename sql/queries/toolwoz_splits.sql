@@ -2,7 +2,7 @@
 -- Parameter $split: a split name, or NULL for every split. Splits with no task still get a row.
 WITH names AS (
     SELECT name, position
-    FROM unnest(['test', 'test_full', 'val', 'val_boot', 'val_harvest', 'train']) WITH ORDINALITY AS n(name, position)
+    FROM unnest(['test', 'test_full', 'val', 'val_boot', 'val_harvest', 'train', 'synth']) WITH ORDINALITY AS n(name, position)
 ),
 members AS (
     SELECT s.split, t.task_id, t.n_goals, t.domains
