@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev,ray]'
 	touch $@
 
-# The main job: bootstrap the tiny model M0 (first time only), then one measured JOSH self-training loop.
+# The main job: the shipped M0 (installed into $FACTORY_HOME on first use), then one measured JOSH self-training loop.
 demo: install
 	$(VENV)/bin/factory loop -w $(WAREHOUSE)
 	@echo "factory is installed in $(VENV)/bin: run 'source $(VENV)/bin/activate' to use the README's commands"

@@ -168,7 +168,7 @@ def plot_loop(loop_json: dict[str, Any], out_png: Path) -> Path:
             ticks.append((x, name if len(iterations) == 1 else f"{name}\n{it['label']}"))
             x += 1
         x += 0.6  # a gap between iterations
-    left.set_xticks([t for t, _ in ticks], [label for _, label in ticks], fontsize=8)
+    left.set_xticks([t for t, _ in ticks], [label for _, label in ticks], fontsize=8 if len(iterations) == 1 else 7)
     left.set_ylabel("Average Reward (bars), 100% Success (◆)")
     tasks = {c.get("tasks") for _, _, c in comparisons} - {None}
     left.set_title("Average Reward per model" + (f" ({tasks.pop()} tasks)" if len(tasks) == 1 else ""),

@@ -140,3 +140,17 @@ def test_results_default_to_the_models_preference(model_dir, tmp_path):
     assert default_model.resolve_results(str(model_dir), None, "parity") == "full"
     with pytest.raises(UserError, match="--semantics parity"):
         default_model.resolve_results("teacher", "compact", "parity")
+
+
+def test_model_bootstrap_installs_the_shipped_m0_into_the_default_folder(tmp_path):
+    from tests.conftest import run
+
+    env = {"FACTORY_HOME": str(tmp_path / "home")}
+    first = run("model", "bootstrap", "-w", str(tmp_path / "w.duckdb"), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "installed the M0 shipped with josh-factory" in first.stderr
+    folder = tmp_path / "home" / "models" / "tiny-toolwoz"
+    assert (folder / "model.safetensors").read_bytes() == (default_model.SHIPPED / "model.safetensors").read_bytes()
+    again = run("model", "bootstrap", "-w", str(tmp_path / "w.duckdb"), env=env)
+    assert again.returncode == 0 and "bootstrapped already" in again.stderr
+    assert not (tmp_path / "w.duckdb").exists()  # nothing was run

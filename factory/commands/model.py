@@ -62,12 +62,14 @@ def bootstrap(out_dir: Path | None, force: bool, multiwoz: str | None, warehouse
     """Make the default agent M0: the teacher talks to the rule user on every `val_boot` task (a run in the
     warehouse), then the untrained tiny model gets a short SFT on that run's `sft` view. The budget (tasks,
     steps, learning rate) is fixed in factory/bootstrap.py and recorded in the model's factory_model.json.
-    A few minutes on a 2-core CPU; does nothing if --out is bootstrapped already (an untrained
-    `factory model init` folder there is replaced).
+    About 25 minutes on a 2-core CPU, so for the default folder the M0 shipped in the package (made this way,
+    with today's budget) is installed instead unless you pass --force; does nothing if --out is bootstrapped
+    already (an untrained `factory model init` folder there is replaced).
 
     \b
     Example:
-        factory model bootstrap
+        factory model bootstrap                 # installs the shipped M0
+        factory model bootstrap --force         # trains your own
         factory model bootstrap --out models/m0 -w scratch.duckdb
     """
     from factory.bootstrap import BUDGET
@@ -82,6 +84,11 @@ def bootstrap(out_dir: Path | None, force: bool, multiwoz: str | None, warehouse
         return
     if target.exists() and any(target.iterdir()) and not info_file.exists() and not force:
         raise click.UsageError(f"{target} exists and is not a factory model; pass --force to replace it")
+    if target == default_model.location() and not force and default_model.shipped() is not None:
+        default_model.install_shipped(target)
+        err.print(f"installed the M0 shipped with josh-factory in {target} (made by `factory model bootstrap` with "
+                  "today's budget); pass --force to train your own")
+        return
     err.print(f"bootstrap budget: {json.dumps(dataclasses.asdict(BUDGET))}")
     result = run_bootstrap(target, warehouse_path, multiwoz, err)
     if as_json:
