@@ -30,6 +30,7 @@ import pyarrow as pa
 import sql
 from factory.errors import NotBuilt, UserError, WarehouseBusy, WarehouseError
 from toolwoz.clock import utc_now
+from toolwoz.values import storable
 
 DEFAULT_PATH = "warehouse.duckdb"
 _HOLDER = re.compile(r"Conflicting lock is held in (.*?)(?: \(PID (\d+)\))?\.? See also", re.S)
@@ -266,7 +267,10 @@ def to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
     rest when the first row lacks a key.
     """
     keys = dict.fromkeys(k for row in rows for k in row)
-    return pa.table({k: [row.get(k) for row in rows] for k in keys})
+    try:
+        return pa.table({k: [row.get(k) for row in rows] for k in keys})
+    except UnicodeEncodeError:  # a lone surrogate from a model somewhere: store U+FFFD in its place
+        return pa.table({k: [storable(row.get(k)) for row in rows] for k in keys})
 
 
 def _describe_holder(text: str) -> str:

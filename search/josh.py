@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +27,7 @@ from toolwoz.clock import utc_now
 from toolwoz.rewards import Goal, goals_met
 from toolwoz.schemas import END_CONVERSATION
 from toolwoz.tasks import Task
+from toolwoz.values import storable, to_json
 
 COLLAPSE_POLICIES = ("first", "fewest-tokens", "random")
 
@@ -285,8 +285,8 @@ class Rollout:
                           "is_successful": n.is_successful, "is_golden": n.is_golden, "error": n.error})
             for pos, (m, stat) in enumerate(zip(n.messages, n.stats)):
                 messages.append({"rollout_id": self.rollout_id, "node_id": n.node_id, "pos": pos,
-                                 "role": m["role"], "content": m.get("content"),
-                                 "tool_calls": json.dumps(m["tool_calls"]) if m.get("tool_calls") else None,
+                                 "role": m["role"], "content": storable(m.get("content")),
+                                 "tool_calls": to_json(m["tool_calls"]) if m.get("tool_calls") else None,
                                  "tool_call_id": m.get("tool_call_id"), **stat})
             for row in n.turn.call_rows:
                 calls.append({"rollout_id": self.rollout_id, "node_id": n.node_id, **row})

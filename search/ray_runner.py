@@ -31,6 +31,7 @@ from search.runner import ToolRunner
 from toolwoz import tables
 from toolwoz.tasks import Task
 from toolwoz.tools import ToolEnv
+from toolwoz.values import storable
 
 RAY_MISSING = "--ray needs Ray, which is not installed: pip install 'josh-factory[ray]'"
 UserFactory = Callable[[Task, int], Any]  # (task, sample) -> a user simulator
@@ -79,7 +80,10 @@ def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows as an Arrow table with the union of their keys, built as `factory.warehouse.to_arrow` builds it
     (column by column), so the driver writes the very values a local harvest writes."""
     keys = dict.fromkeys(k for row in rows for k in row)
-    return pa.table({k: [row.get(k) for row in rows] for k in keys})
+    try:
+        return pa.table({k: [row.get(k) for row in rows] for k in keys})
+    except UnicodeEncodeError:  # a lone surrogate from a model somewhere: store U+FFFD in its place
+        return pa.table({k: [storable(row.get(k)) for row in rows] for k in keys})
 
 
 class HarvestWorker:
