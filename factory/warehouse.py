@@ -52,8 +52,10 @@ def _busy(path: Path, e: Exception) -> WarehouseBusy:
                          "wait for it to finish or pass another --warehouse")
 
 
-def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float = 5.0) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse. Readers retry a lock conflict for up to `wait_s`; writers fail at once."""
+def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float = 5.0,
+            config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (with DuckDB `config`, e.g. `factory sql`'s sandbox). Readers retry a lock conflict
+    for up to `wait_s`; writers fail at once."""
     p = Path(path)
     if not p.parent.exists():
         raise UserError(f"folder {p.parent} does not exist; create it or pass another --warehouse")
@@ -63,7 +65,7 @@ def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float =
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(str(p), read_only=read_only)
+            return duckdb.connect(str(p), read_only=read_only, config=dict(config or {}))
         except duckdb.IOException as e:
             if not _is_lock_error(e):
                 raise WarehouseError(f"cannot open warehouse {p}: {str(e).splitlines()[0]}") from e
@@ -76,9 +78,10 @@ def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float =
 
 
 @contextmanager
-def opened(path: str | os.PathLike, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def opened(path: str | os.PathLike, *, read_only: bool = False,
+           config: Mapping[str, Any] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """`connect` as a context manager that always closes the file."""
-    con = connect(path, read_only=read_only)
+    con = connect(path, read_only=read_only, config=config)
     try:
         yield con
     finally:
@@ -228,13 +231,13 @@ class Writer:
             self._lock = None
 
     @contextmanager
-    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """An open read-write connection, retried while readers hold the file; closed afterwards."""
+    def session(self, config: Mapping[str, Any] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An open read-write connection (DuckDB `config`), retried while readers hold the file; closed after."""
         deadline = time.monotonic() + self.wait_s
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path))
+                con = duckdb.connect(str(self.path), config=dict(config or {}))
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e) or time.monotonic() >= deadline:
