@@ -250,9 +250,11 @@ class Writer:
             con.close()
 
     def append(self, tables: Mapping[str, pa.Table | list[dict[str, Any]]], *,
-               statements: list[tuple[str, Any]] = ()) -> None:
-        """Insert every table's rows (by column name) and run `statements`, all in ONE transaction."""
+               statements: list[tuple[str, Any]] = (), before: list[tuple[str, Any]] = ()) -> None:
+        """Run `before`, insert every table's rows (by column name), run `statements`: all in ONE transaction."""
         with self.session() as con, sql.transaction(con):
+            for statement, params in before:
+                con.execute(statement, params)
             for name, rows in tables.items():
                 table = rows if isinstance(rows, pa.Table) else to_arrow(rows)
                 if table.num_rows:

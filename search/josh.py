@@ -264,7 +264,7 @@ class Rollout:
         errors = [n.error for n in self.nodes if n.error]
         rollout = {
             "rollout_id": self.rollout_id, "run_id": self.run_id, "task_id": self.task.task_id,
-            "sample": self.sample, "status": "done", "reward": done / total if total else 0.0,
+            "sample": self.sample, "status": "failed" if errors else "done", "reward": done / total if total else 0.0,
             "goals_total": total, "goals_done": done, "n_nodes": 0, "n_steps": self.steps,
             "end_reason": end_reason if not (errors and len(self.nodes) <= 2) else "error",
             "prompt_tokens": sum(n.turn.prompt_tokens for n in self.nodes),

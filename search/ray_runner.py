@@ -50,6 +50,7 @@ class WorkerSetup:
     user_base_url: str | None = None
     concurrency: int = 16
     max_batch: int = 128
+    request_timeout_s: float | None = None  # per HTTP request of an openai: backend
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,12 @@ class HarvestWorker:
         try:
             self.env = ToolEnv.from_connection(tables.from_arrow(setup.toolwoz))
             self.agent = load_backend(setup.agent, base_url=setup.base_url, rows=self.env.rows,
-                                      concurrency=setup.concurrency, max_batch=setup.max_batch)
+                                      concurrency=setup.concurrency, max_batch=setup.max_batch,
+                                      request_timeout_s=setup.request_timeout_s)
             user_backend = None
             if setup.user_model:
                 user_backend = load_backend(setup.user_model, base_url=setup.user_base_url, rows=self.env.rows,
-                                            concurrency=setup.concurrency)
+                                            concurrency=setup.concurrency, request_timeout_s=setup.request_timeout_s)
             self.make_user = setup.make_users(user_backend)
             self.tools = ToolRunner(self.env)
         except BackendError as e:
