@@ -220,6 +220,8 @@ class Writer:
         self._lock = lock
         with self.session() as con:
             prepare(con)
+            # We hold the lock, so no other writer lives: a run still `running` lost its writer (kill -9, power).
+            con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -276,6 +278,28 @@ def to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
         return pa.table({k: [row.get(k) for row in rows] for k in keys})
     except UnicodeEncodeError:  # a lone surrogate from a model somewhere: store U+FFFD in its place
         return pa.table({k: [storable(row.get(k)) for row in rows] for k in keys})
+
+
+def writer_alive(path: str | os.PathLike) -> bool:
+    """Is a writer of this warehouse alive now? (The pid its lock file names is a running process.) Readers use
+    it to show a `running` run whose writer is gone as `interrupted`; never takes the lock itself."""
+    try:
+        info = json.loads(Path(f"{path}.lock").read_text() or "{}")
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def shown_status(status: str | None, writer_is_alive: bool) -> str | None:
+    """A run's status as a reader should show it: `running` without a live writer is `interrupted`."""
+    return "interrupted" if status == "running" and not writer_is_alive else status
 
 
 def _describe_holder(text: str) -> str:
