@@ -219,10 +219,14 @@ def compare(warehouse_path: str, run_a: str, run_b: str, samples: int = 10_000, 
 
 
 def run_summary(view: str, warehouse_path: str, run_id: str) -> dict[str, Any]:
-    """The run's row of `view` (eval_summary / harvest_summary)."""
+    """The run's row of `view` (eval_summary / harvest_summary), with `failed` (rollouts a backend or user error
+    ended) from run_scores where the view has no such column."""
     with warehouse.opened(warehouse_path, read_only=True) as con:
         cur = con.execute(f"SELECT * FROM {view} WHERE run_id = ?", [run_id])  # view: ours
-        return dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+        row = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+        if "failed" not in row:
+            row["failed"] = con.execute("SELECT failed FROM run_scores WHERE run_id = ?", [run_id]).fetchall()[0][0]
+        return row
 
 
 def summary(view: str, warehouse_path: str, report: RunReport) -> dict[str, Any]:

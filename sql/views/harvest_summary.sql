@@ -18,7 +18,6 @@ SELECT
     r.beam_size AS beam,                                        -- JOSH beam width
     r.semantics,                                                -- fixed | parity
     s.rollouts,                                                 -- rollouts committed
-    s.failed,                                                   -- of which ended by a backend or user error (a re-run retries them)
     s.average_reward,                                           -- Average Reward
     s.success_rate,                                             -- 100% Success Rate
     coalesce(n.nodes, 0) AS nodes,                              -- tree nodes stored (pruned ones too)
