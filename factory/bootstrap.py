@@ -21,6 +21,7 @@ from rich.console import Console
 
 from factory import rollouts
 from factory.output import err
+from factory.folders import staged
 from factory.training import TrainJob, train_model
 from search.josh import EVALUATION
 from toolwoz import multiwoz, tables
@@ -52,13 +53,15 @@ BUDGET = BootstrapBudget()
 
 
 def create_untrained(multiwoz_path: str | None, out: Path) -> Path:
-    """Train the tokenizer on ToolWOZ text and write an untrained tiny Llama to `out` (`factory model init`)."""
+    """Train the tokenizer on ToolWOZ text and write an untrained tiny Llama to `out` (`factory model init`).
+    The folder appears complete or not at all (`folders.staged`), so a killed init is never taken for a model."""
     from train.tiny_model import init_model
 
     with err.status("reading MultiWOZ"):
         env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(multiwoz_path)))
-    with err.status(f"creating the tiny model in {out}"):
-        return init_model(out, build_corpus(env.rows, env.tasks.values()))
+    with err.status(f"creating the tiny model in {out}"), staged(out) as stage:
+        init_model(stage, build_corpus(env.rows, env.tasks.values()))
+    return out.expanduser().resolve()
 
 
 def init_dir(out: Path) -> Path:

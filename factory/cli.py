@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 
 import click
 import duckdb
@@ -98,7 +99,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler, `kill`) stops a command as Ctrl-C does: what finished stays committed and the run
+    is marked interrupted; re-running resumes it."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     # Our commands draw their own progress bars; the libraries' tqdm bars would interleave with them.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -81,6 +81,9 @@ def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
                      "may sample other tokens), `openai:MODEL` (with --base-url), or `teacher`. "
                      "Default: the tiny model in $FACTORY_HOME/models, bootstrapped on first use."),
         click.option("--base-url", default=None, help="OpenAI-compatible endpoint for `openai:` agents."),
+        click.option("--request-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+                     help="Seconds one request to an `openai:` agent or user may take; a slow, failed or malformed "
+                          "answer is retried 3 times with backoff (not part of the run id)."),
         click.option("--user", type=click.Choice(["rule", "llm"]), default="rule", show_default=True,
                      help="User simulator: agenda-based `rule`, or an `llm` customer (see --user-model)."),
         click.option("--user-model", default=None, help="The llm user's model: folder, Hub id or `openai:MODEL`."),

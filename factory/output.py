@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
+from rich.text import Text
 
 # Wide when piped, so tables are not squeezed; a terminal (or $COLUMNS) gives its own width.
 out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
@@ -25,6 +26,11 @@ def print_json(value: Any) -> None:
 
 def _cell(value: Any) -> str:
     return "NULL" if value is None else str(value)
+
+
+def _verbatim(text: str) -> Text:
+    """Cell text exactly as stored: a `Text` is never read as markup (`[/INST]`) or emoji codes (`:x:`)."""
+    return Text(text)
 
 
 def _is_id(name: str) -> bool:
@@ -58,9 +64,9 @@ def rows_table(rows: Sequence[dict[str, Any]], title: str | None = None, columns
     for name, w in zip(names, widths):
         first = rows[0][name] if rows else None
         numeric = isinstance(first, (int, float, Decimal)) and not isinstance(first, bool)
-        table.add_column(name, justify="right" if numeric else "left", width=w, overflow="fold")
+        table.add_column(_verbatim(name), justify="right" if numeric else "left", width=w, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row[n]) for n in names))
+        table.add_row(*(_verbatim(_cell(row[n])) for n in names))
     return table
 
 
@@ -71,7 +77,8 @@ def _expanded(rows: Sequence[dict[str, Any]], names: Sequence[str], title: str |
     table.add_column("value", overflow="fold")
     for i, row in enumerate(rows):
         for j, name in enumerate(names):
-            table.add_row(name, _cell(row[name]), end_section=j == len(names) - 1 and i < len(rows) - 1)
+            table.add_row(_verbatim(name), _verbatim(_cell(row[name])),
+                          end_section=j == len(names) - 1 and i < len(rows) - 1)
     return table
 
 

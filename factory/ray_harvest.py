@@ -33,7 +33,7 @@ class WorkersLost(FactoryError):
 
 def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str | None, multiwoz_path: str | None,
                    console: Console, samples: int = 1, address: str | None = None,
-                   workers: int | None = None) -> RunReport:
+                   workers: int | None = None, request_timeout_s: float | None = None) -> RunReport:
     """Run (or resume) the rollouts of `settings` on Ray workers; commit each one as it comes back."""
     with warehouse.Writer(warehouse_path) as writer:
         rollouts.ensure_toolwoz(writer, multiwoz_path, console)
@@ -44,7 +44,8 @@ def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str 
                             make_users=partial(rollouts._user_factory, settings),  # noqa: SLF001 - the same users
                             user_model=settings.user_model if settings.user == "llm" else None,
                             user_base_url=settings.user_base_url, concurrency=settings.concurrency,
-                            max_batch=max_batch(settings.concurrency, settings.search.beam))  # as rollouts.execute
+                            max_batch=max_batch(settings.concurrency, settings.search.beam),  # as rollouts.execute
+                            request_timeout_s=request_timeout_s)
         try:
             with console.status("starting Ray workers (each loads its own backend)"):
                 pool = WorkerPool(setup, workers=workers, address=address)
@@ -61,11 +62,13 @@ def _run(pool: WorkerPool, settings: RunSettings, writer: warehouse.Writer, run_
     if pool.engine:  # vLLM: the same record (and run id) as rollouts.execute gives
         settings = dataclasses.replace(settings, engine=pool.engine)
     run_id, done = runs.start(writer, settings, run_name)
+    retry = rollouts.failed_rollouts(writer, run_id)
+    done = done - retry
     jobs = [Job(rollouts.rollout_id(run_id, t, s), run_id, t.task_id, s) for t in tasks for s in range(samples)]
     todo = [j for j in jobs if j.rollout_id not in done]
     report = RunReport(run_id, 0, len(jobs) - len(todo), 0.0, "done")
-    if report.skipped:
-        console.print(f"resuming run {run_id}: {report.skipped} rollouts already committed")
+    if notice := rollouts.resume_notice(run_id, report.skipped, len(retry), len(todo)):
+        console.print(notice)
     console.print(f"[dim]{len(pool.actors)} Ray workers, {settings.concurrency} conversations in flight each[/dim]")
     rewards: list[float] = []
     lost: list[str] = []
@@ -79,7 +82,8 @@ def _run(pool: WorkerPool, settings: RunSettings, writer: warehouse.Writer, run_
             bar = progress.add_task(f"{settings.kind} {run_id} (ray)", total=len(todo), reward=0.0)
             for event in pool.run(todo, inflight=settings.concurrency):
                 if isinstance(event, Finished):
-                    writer.append(event.tables)
+                    rollout = event.tables["rollouts"]["rollout_id"][0].as_py()
+                    rollouts.commit(writer, event.tables, rollout, retry)
                     rewards.append(event.tables["rollouts"]["reward"][0].as_py())
                     report.new_rollouts += 1
                     progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))

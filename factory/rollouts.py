@@ -103,34 +103,66 @@ def rollout_id(run_id: str, task: Task, sample: int) -> str:
     return f"{run_id}/{task.task_id}/{sample}"
 
 
+# A failed rollout's rows, dropped in the transaction that commits its retry (children first).
+_REPLACE = tuple(f"DELETE FROM {table} WHERE rollout_id = ?"  # table: a code constant
+                 for table in ("rewards", "tool_calls", "messages", "nodes", "rollouts"))
+
+
+def failed_rollouts(writer: warehouse.Writer, run_id: str) -> set[str]:
+    """The run's committed rollouts whose status is `failed` (a backend or user-simulator error ended a branch):
+    a re-run of the same command runs them again."""
+    with writer.session() as con:
+        return {r[0] for r in con.execute("SELECT rollout_id FROM rollouts WHERE run_id = ? AND status = 'failed'",
+                                          [run_id]).fetchall()}
+
+
+def commit(writer: warehouse.Writer, tables: dict[str, Any], rollout: str, retry: set[str]) -> None:
+    """Commit one rollout's rows in one transaction; a retried rollout's old rows go in the same one."""
+    writer.append(tables, before=[(s, [rollout]) for s in _REPLACE] if rollout in retry else [])
+
+
+def resume_notice(run_id: str, skipped: int, retried: int, todo: int) -> str | None:
+    """What a resumed run says before it starts (None for a new run)."""
+    if not skipped and not retried:
+        return None
+    parts = [f"{skipped} rollouts already committed"]
+    if retried:
+        parts.append(f"{retried} failed ones to run again")
+    left = f"; {todo} to go" if todo else ": nothing left to run"
+    return f"resuming run {run_id}: {', '.join(parts)}{left}"
+
+
 def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None, multiwoz_path: str | None,
-            console: Console, samples: int = 1) -> RunReport:
-    """Run (or resume) the rollouts of `settings` and commit each one as it finishes."""
+            console: Console, samples: int = 1, request_timeout_s: float | None = None) -> RunReport:
+    """Run (or resume) the rollouts of `settings` and commit each one as it finishes; rollouts a backend error
+    failed in an earlier invocation are run again."""
     with warehouse.Writer(warehouse_path) as writer:
         ensure_toolwoz(writer, multiwoz_path, console)
         env = load_env(writer)
         tasks = select_tasks(env, settings.split, settings.limit, settings.tasks)
         batch = max_batch(settings.concurrency, settings.search.beam)  # one generate per search step
         agent = load_backend(settings.agent, base_url=settings.base_url, rows=env.rows,
-                             concurrency=settings.concurrency, max_batch=batch)
+                             concurrency=settings.concurrency, max_batch=batch, request_timeout_s=request_timeout_s)
         user_backend = None
         if settings.user == "llm":
             user_backend = load_backend(settings.user_model or "", base_url=settings.user_base_url, rows=env.rows,
-                                        concurrency=settings.concurrency, max_batch=batch)
+                                        concurrency=settings.concurrency, max_batch=batch,
+                                        request_timeout_s=request_timeout_s)
         if engine := engine_info(agent):  # vLLM's version, prefix caching, batch invariance: part of the run record
             settings = dataclasses.replace(settings, engine=engine)
         run_id, done = runs.start(writer, settings, run_name)
+        retry = failed_rollouts(writer, run_id)
+        done = done - retry
         todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
         report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")
-        if report.skipped:
-            left = f"; {len(todo)} to go" if todo else ": nothing left to run"
-            console.print(f"resuming run {run_id}: {report.skipped} rollouts already committed{left}")
+        if notice := resume_notice(run_id, report.skipped, len(retry), len(todo)):
+            console.print(notice)
         make_user = _user_factory(settings, user_backend)
         tools = ToolRunner(env)
         start = time.monotonic()
         status = "failed"
         try:
-            asyncio.run(_run(settings, run_id, todo, agent, make_user, tools, writer, console, report))
+            asyncio.run(_run(settings, run_id, todo, agent, make_user, tools, writer, console, report, retry))
             status = "done"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -145,7 +177,7 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
 
 async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]], agent: Backend,
                make_user: Callable[[Task, int], Any], tools: ToolRunner, writer: warehouse.Writer,
-               console: Console, report: RunReport) -> None:
+               console: Console, report: RunReport, retry: set[str]) -> None:
     if not todo:  # a resumed, finished run: no empty progress bar
         await agent.aclose()
         return
@@ -156,7 +188,7 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
         bar = progress.add_task(f"{settings.kind} {run_id}", total=len(todo), reward=0.0)
 
         def write(result: RolloutResult) -> None:
-            writer.append(result.tables())
+            commit(writer, result.tables(), result.rollout["rollout_id"], retry)
             rewards.append(result.rollout["reward"])
             report.new_rollouts += 1
             progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))
@@ -188,10 +220,14 @@ def compare(warehouse_path: str, run_a: str, run_b: str, samples: int = 10_000, 
 
 
 def run_summary(view: str, warehouse_path: str, run_id: str) -> dict[str, Any]:
-    """The run's row of `view` (eval_summary / harvest_summary)."""
+    """The run's row of `view` (eval_summary / harvest_summary), with `failed` (rollouts a backend or user error
+    ended) from run_scores where the view has no such column."""
     with warehouse.opened(warehouse_path, read_only=True) as con:
         cur = con.execute(f"SELECT * FROM {view} WHERE run_id = ?", [run_id])  # view: ours
-        return dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+        row = dict(zip([d[0] for d in cur.description], cur.fetchall()[0]))
+        if "failed" not in row:
+            row["failed"] = con.execute("SELECT failed FROM run_scores WHERE run_id = ?", [run_id]).fetchall()[0][0]
+        return row
 
 
 def summary(view: str, warehouse_path: str, report: RunReport) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Used by `factory train` and `factory loop`. The warehouse is only read while the
 so a harvest may keep writing); the `train` run is recorded in one short write when training ends, with its
 status, so training never holds the warehouse's writer lock. The output folder holds the model (or LoRA
 adapter), the tokenizer and `factory.json`: the runs, view SQL, parameters, row counts and task splits that
-produced it.
+produced it. Training writes into a staging folder that is renamed to `--out` once `factory.json` is in it
+(`folders.staged`), so a killed run never leaves a folder that loads as a model; the old `--out` stays until then.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from typing import Any
 import sql
 from factory import __version__, runs, warehouse
 from factory.errors import FactoryError, Interrupted, UserError, WarehouseBusy
+from factory.folders import staged
 from factory.output import LogProgress, err
 from toolwoz.clock import utc_now
 
@@ -73,11 +74,22 @@ def train_model(job: TrainJob) -> dict[str, Any]:
               "data": dataclasses.asdict(info)}
     record = {"warehouse_path": job.warehouse_path, "run_id": run_id, "started": started, "out_dir": out_dir,
               "seed": job.seed}
-    if out_dir.exists():  # checked above: empty, or an earlier `factory train` output and --force
-        shutil.rmtree(out_dir)  # stale files (an old adapter_config.json) would change how the folder loads
     try:
-        result = _fit(method, dataset, model, out_dir, recipe, job.seed, job.trainer_kwargs, run_id)
-    except TrainInputError:  # refused before any training step: nothing to record
+        # A fresh folder: stale files (an old adapter_config.json) would change how it loads.
+        with staged(out_dir) as stage:
+            try:
+                result = _fit(method, dataset, model, stage, recipe, job.seed, job.trainer_kwargs, run_id)
+            except ValueError as e:
+                if "num_samples=0" not in str(e):
+                    raise
+                raise UserError(f"every one of the {info.rows} rows of view {view} was dropped before training: "
+                                f"each is longer than --max-length {recipe.max_length} tokens, or keeps no "
+                                "trainable token once cut; raise --max-length") from None
+            manifest = {"run_id": run_id, "created_at": started.isoformat(" ", "seconds"),
+                        "finished_at": utc_now().isoformat(" ", "seconds"), **config, "result": result,
+                        "versions": _versions()}
+            (stage / FACTORY_JSON).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    except (TrainInputError, UserError):  # refused before any training step: nothing to record
         raise
     except KeyboardInterrupt:
         _record(**record, status="interrupted", config=config)
@@ -85,10 +97,6 @@ def train_model(job: TrainJob) -> dict[str, Any]:
     except Exception:
         _record(**record, status="failed", config=config)
         raise
-    manifest = {"run_id": run_id, "created_at": started.isoformat(" ", "seconds"),
-                "finished_at": utc_now().isoformat(" ", "seconds"), **config, "result": result,
-                "versions": _versions()}
-    (out_dir / FACTORY_JSON).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     _record(**record, status="done", config={**config, "result": result})
     if result["rows_used"] < info.rows:
         err.print(f"[yellow]{info.rows - result['rows_used']} of {info.rows} rows were dropped by TRL (prompt "
@@ -100,7 +108,8 @@ def train_model(job: TrainJob) -> dict[str, Any]:
 
 def _check_out(out_dir: Path, force: bool) -> Path:
     """The output folder, absolute; it must be new or empty, or (with --force) an earlier `factory train` output.
-    Nothing is deleted here: an old model survives until the new data has been checked."""
+    Nothing is deleted here: an old model survives until the new one is complete (a killed run's staging
+    folder is ours and goes at the next run, --force or not)."""
     out_dir = out_dir.expanduser().resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
         if not force:

@@ -30,6 +30,7 @@ import pyarrow as pa
 import sql
 from factory.errors import NotBuilt, UserError, WarehouseBusy, WarehouseError
 from toolwoz.clock import utc_now
+from toolwoz.values import storable
 
 DEFAULT_PATH = "warehouse.duckdb"
 _HOLDER = re.compile(r"Conflicting lock is held in (.*?)(?: \(PID (\d+)\))?\.? See also", re.S)
@@ -51,8 +52,10 @@ def _busy(path: Path, e: Exception) -> WarehouseBusy:
                          "wait for it to finish or pass another --warehouse")
 
 
-def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float = 5.0) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse. Readers retry a lock conflict for up to `wait_s`; writers fail at once."""
+def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float = 5.0,
+            config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (with DuckDB `config`, e.g. `factory sql`'s sandbox). Readers retry a lock conflict
+    for up to `wait_s`; writers fail at once."""
     p = Path(path)
     if not p.parent.exists():
         raise UserError(f"folder {p.parent} does not exist; create it or pass another --warehouse")
@@ -62,7 +65,7 @@ def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float =
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(str(p), read_only=read_only)
+            return duckdb.connect(str(p), read_only=read_only, config=dict(config or {}))
         except duckdb.IOException as e:
             if not _is_lock_error(e):
                 raise WarehouseError(f"cannot open warehouse {p}: {str(e).splitlines()[0]}") from e
@@ -75,9 +78,10 @@ def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float =
 
 
 @contextmanager
-def opened(path: str | os.PathLike, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def opened(path: str | os.PathLike, *, read_only: bool = False,
+           config: Mapping[str, Any] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """`connect` as a context manager that always closes the file."""
-    con = connect(path, read_only=read_only)
+    con = connect(path, read_only=read_only, config=config)
     try:
         yield con
     finally:
@@ -216,6 +220,8 @@ class Writer:
         self._lock = lock
         with self.session() as con:
             prepare(con)
+            # We hold the lock, so no other writer lives: a run still `running` lost its writer (kill -9, power).
+            con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -227,13 +233,13 @@ class Writer:
             self._lock = None
 
     @contextmanager
-    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """An open read-write connection, retried while readers hold the file; closed afterwards."""
+    def session(self, config: Mapping[str, Any] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An open read-write connection (DuckDB `config`), retried while readers hold the file; closed after."""
         deadline = time.monotonic() + self.wait_s
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path))
+                con = duckdb.connect(str(self.path), config=dict(config or {}))
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e) or time.monotonic() >= deadline:
@@ -246,9 +252,11 @@ class Writer:
             con.close()
 
     def append(self, tables: Mapping[str, pa.Table | list[dict[str, Any]]], *,
-               statements: list[tuple[str, Any]] = ()) -> None:
-        """Insert every table's rows (by column name) and run `statements`, all in ONE transaction."""
+               statements: list[tuple[str, Any]] = (), before: list[tuple[str, Any]] = ()) -> None:
+        """Run `before`, insert every table's rows (by column name), run `statements`: all in ONE transaction."""
         with self.session() as con, sql.transaction(con):
+            for statement, params in before:
+                con.execute(statement, params)
             for name, rows in tables.items():
                 table = rows if isinstance(rows, pa.Table) else to_arrow(rows)
                 if table.num_rows:
@@ -266,7 +274,32 @@ def to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
     rest when the first row lacks a key.
     """
     keys = dict.fromkeys(k for row in rows for k in row)
-    return pa.table({k: [row.get(k) for row in rows] for k in keys})
+    try:
+        return pa.table({k: [row.get(k) for row in rows] for k in keys})
+    except UnicodeEncodeError:  # a lone surrogate from a model somewhere: store U+FFFD in its place
+        return pa.table({k: [storable(row.get(k)) for row in rows] for k in keys})
+
+
+def writer_alive(path: str | os.PathLike) -> bool:
+    """Is a writer of this warehouse alive now? (The pid its lock file names is a running process.) Readers use
+    it to show a `running` run whose writer is gone as `interrupted`; never takes the lock itself."""
+    try:
+        info = json.loads(Path(f"{path}.lock").read_text() or "{}")
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def shown_status(status: str | None, writer_is_alive: bool) -> str | None:
+    """A run's status as a reader should show it: `running` without a live writer is `interrupted`."""
+    return "interrupted" if status == "running" and not writer_is_alive else status
 
 
 def _describe_holder(text: str) -> str:

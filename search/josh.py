@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +28,7 @@ from toolwoz.rewards import Goal, goals_met
 from toolwoz.schemas import END_CONVERSATION
 from toolwoz.tasks import Task
 from toolwoz.tools import RESULTS
+from toolwoz.values import storable, to_json
 
 COLLAPSE_POLICIES = ("first", "fewest-tokens", "random")
 
@@ -270,7 +270,7 @@ class Rollout:
         errors = [n.error for n in self.nodes if n.error]
         rollout = {
             "rollout_id": self.rollout_id, "run_id": self.run_id, "task_id": self.task.task_id,
-            "sample": self.sample, "status": "done", "reward": done / total if total else 0.0,
+            "sample": self.sample, "status": "failed" if errors else "done", "reward": done / total if total else 0.0,
             "goals_total": total, "goals_done": done, "n_nodes": 0, "n_steps": self.steps,
             "end_reason": end_reason if not (errors and len(self.nodes) <= 2) else "error",
             "prompt_tokens": sum(n.turn.prompt_tokens for n in self.nodes),
@@ -291,8 +291,8 @@ class Rollout:
                           "is_successful": n.is_successful, "is_golden": n.is_golden, "error": n.error})
             for pos, (m, stat) in enumerate(zip(n.messages, n.stats)):
                 messages.append({"rollout_id": self.rollout_id, "node_id": n.node_id, "pos": pos,
-                                 "role": m["role"], "content": m.get("content"),
-                                 "tool_calls": json.dumps(m["tool_calls"]) if m.get("tool_calls") else None,
+                                 "role": m["role"], "content": storable(m.get("content")),
+                                 "tool_calls": to_json(m["tool_calls"]) if m.get("tool_calls") else None,
                                  "tool_call_id": m.get("tool_call_id"), **stat})
             for row in n.turn.call_rows:
                 calls.append({"rollout_id": self.rollout_id, "node_id": n.node_id, **row})

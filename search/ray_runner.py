@@ -31,6 +31,7 @@ from search.runner import ToolRunner
 from toolwoz import tables
 from toolwoz.tasks import Task
 from toolwoz.tools import ToolEnv
+from toolwoz.values import storable
 
 RAY_MISSING = "--ray needs Ray, which is not installed: pip install 'josh-factory[ray]'"
 UserFactory = Callable[[Task, int], Any]  # (task, sample) -> a user simulator
@@ -49,6 +50,7 @@ class WorkerSetup:
     user_base_url: str | None = None
     concurrency: int = 16
     max_batch: int = 128
+    request_timeout_s: float | None = None  # per HTTP request of an openai: backend
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,10 @@ def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows as an Arrow table with the union of their keys, built as `factory.warehouse.to_arrow` builds it
     (column by column), so the driver writes the very values a local harvest writes."""
     keys = dict.fromkeys(k for row in rows for k in row)
-    return pa.table({k: [row.get(k) for row in rows] for k in keys})
+    try:
+        return pa.table({k: [row.get(k) for row in rows] for k in keys})
+    except UnicodeEncodeError:  # a lone surrogate from a model somewhere: store U+FFFD in its place
+        return pa.table({k: [storable(row.get(k)) for row in rows] for k in keys})
 
 
 class HarvestWorker:
@@ -92,11 +97,12 @@ class HarvestWorker:
         try:
             self.env = ToolEnv.from_connection(tables.from_arrow(setup.toolwoz))
             self.agent = load_backend(setup.agent, base_url=setup.base_url, rows=self.env.rows,
-                                      concurrency=setup.concurrency, max_batch=setup.max_batch)
+                                      concurrency=setup.concurrency, max_batch=setup.max_batch,
+                                      request_timeout_s=setup.request_timeout_s)
             user_backend = None
             if setup.user_model:
                 user_backend = load_backend(setup.user_model, base_url=setup.user_base_url, rows=self.env.rows,
-                                            concurrency=setup.concurrency)
+                                            concurrency=setup.concurrency, request_timeout_s=setup.request_timeout_s)
             self.make_user = setup.make_users(user_backend)
             self.tools = ToolRunner(self.env)
         except BackendError as e:

@@ -84,13 +84,20 @@ def fingerprint() -> str:
 
 @contextmanager
 def transaction(con: Any) -> Iterator[Any]:
-    """BEGIN ... COMMIT on a DuckDB connection; ROLLBACK (and re-raise) if anything in the block fails."""
+    """BEGIN ... COMMIT on a DuckDB connection; ROLLBACK (and re-raise) if anything in the block fails.
+
+    The error raised is always the first one: when COMMIT itself fails (disk full, a `.wal` that cannot be
+    created) DuckDB has already rolled back, and our ROLLBACK's "no transaction is active" must not hide why.
+    """
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except Exception:  # nothing left to roll back (or the connection is gone): keep the original error
+            pass
         raise
 
 

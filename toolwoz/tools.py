@@ -19,7 +19,8 @@ from toolwoz.errors import UnknownTask
 from toolwoz.query import RETURN_COLUMNS, RowQuery, RowResult, load_hidden, load_rows, run_many, run_one
 from toolwoz.schemas import API_DEFS, DAYS, DOMAINS, TIME_PARAMS, TOOL_NAMES, UID_KEY, domain_of
 from toolwoz.tasks import Task
-from toolwoz.values import canonical, is_empty, is_subset, parse_time, reference_normalise
+from toolwoz.values import (canonical, is_empty, is_subset, is_valid_text, parse_time, reference_normalise,
+                            storable_text, to_json)
 
 SEMANTICS = ("fixed", "parity")
 DEFAULT_K = 3  # rows a `fixed` search serves
@@ -50,6 +51,8 @@ class ErrorKind(StrEnum):
     NO_AVAILABILITY = "no_availability"
     NOT_BOOKABLE = "not_bookable"
     MALFORMED_CALL = "malformed_call"  # the model's output could not be parsed into a call at all
+    # BAD_VALUE also covers text that is not valid Unicode (a lone surrogate such as "\ud800", or NUL), numbers
+    # written in other digit classes ("²"), and values longer than MAX_VALUE_LENGTH.
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,11 @@ class ToolCall:
         return self.result if isinstance(self.result, str) else json.dumps(self.result)
 
     def record(self) -> dict[str, Any]:
-        """Flat record for the warehouse's `tool_calls` table."""
-        return {"name": self.name, "arguments": json.dumps(self.arguments), "semantics": self.semantics,
-                "ok": self.ok, "error_kind": self.error_kind and str(self.error_kind), "error": self.error,
-                "result": json.dumps(self.result), "n_rows": self.n_rows, "latency_us": self.latency_us}
+        """Flat record for the warehouse's `tool_calls` table; always storable (`values.to_json`)."""
+        return {"name": storable_text(str(self.name)), "arguments": to_json(self.arguments),
+                "semantics": self.semantics, "ok": self.ok, "error_kind": self.error_kind and str(self.error_kind),
+                "error": self.error and storable_text(self.error), "result": to_json(self.result),
+                "n_rows": self.n_rows, "latency_us": self.latency_us}
 
 
 def constraints_for(domain: str, params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -122,7 +126,10 @@ def _coerce(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-        return str(int(value))
+        try:
+            return str(int(value))
+        except ValueError:  # more digits than Python prints
+            return None
     return None
 
 
@@ -212,6 +219,8 @@ class ToolEnv:
                 return self._fail(call, ErrorKind.BAD_VALUE, f"{key} must be a string, not {type(raw).__name__}")
             if len(value) > MAX_VALUE_LENGTH:
                 return self._fail(call, ErrorKind.BAD_VALUE, f"{key} is longer than {MAX_VALUE_LENGTH} characters")
+            if not is_valid_text(value):
+                return self._fail(call, ErrorKind.BAD_VALUE, f"{key} holds characters that are not text")
             if is_empty(value):
                 continue
             value = canonical(key, value)  # times become HH:MM
@@ -234,7 +243,7 @@ class ToolEnv:
             return self._fail(call, ErrorKind.MISSING_ARGUMENT,
                               f"{call.name} needs {', '.join(missing)}; ask the customer")
         for key in ("people", "stay"):
-            if key in args and not (args[key].isdigit() and 0 < int(args[key]) <= 99):
+            if key in args and not (args[key].isascii() and args[key].isdigit() and 0 < int(args[key]) <= 99):
                 return self._fail(call, ErrorKind.BAD_VALUE, f"{key} must be a whole number like 2")
         if "day" in args and args["day"] not in DAYS:
             return self._fail(call, ErrorKind.BAD_VALUE, f"day must be a day of the week, not {args['day'][:30]!r}")
@@ -263,7 +272,9 @@ class ToolEnv:
             booked = goal is not None and is_subset(goal["parameters"], call.normalised)
             call.result = {"success": True, "return": goal["returns"]} if booked else {"success": False, "return": {}}
             return _Pending(call)
-        constraints = tuple((k, v) for k, v in call.normalised.items() if isinstance(v, str) and not is_empty(v))
+        # Lone surrogates cannot be bound; U+FFFD in their place matches no row either, as in the reference.
+        constraints = tuple((k, storable_text(v)) for k, v in call.normalised.items()
+                            if isinstance(v, str) and not is_empty(v))
         return _Pending(call, RowQuery(domain, constraints, "parity"), "parity_search")
 
     @staticmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Any, Mapping
 
@@ -69,3 +71,63 @@ def is_subset(sub: Mapping[str, Any], main: Mapping[str, Any]) -> bool:
     """Reference §4.1: every non-empty (key, value) of `sub` appears identically in `main` after cleaning."""
     main_clean = clean(main)
     return all(k in main_clean and main_clean[k] == v for k, v in clean(sub).items())
+
+
+# -- untrusted values ----------------------------------------------------------------------------------------
+#
+# Model output is untrusted bytes: JSON text may decode to lone surrogates ("\ud800"), which no UTF-8 store
+# (DuckDB, Arrow, a tokenizer) accepts, to non-finite floats, or to absurd nesting. Every value that reaches a
+# query or the warehouse goes through `storable` / `to_json` first, so it can always be written.
+
+MAX_DEPTH = 32  # nesting kept in a stored value; anything deeper is replaced by a marker string
+DEEP_MARKER = "<nested deeper than 32 levels>"
+
+
+def storable_text(text: str) -> str:
+    """`text` as valid Unicode: each lone surrogate becomes U+FFFD (a surrogate pair becomes its character)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def is_valid_text(text: str) -> bool:
+    """No lone surrogate and no NUL: text a tool argument may hold."""
+    return "\x00" not in text and storable_text(text) == text
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """A copy of a JSON-like value that any store accepts: text valid Unicode, NaN/inf as the strings
+    'NaN'/'Infinity'/'-Infinity', integers too long to print as a marker, tuples as lists, keys as text,
+    nesting cut at MAX_DEPTH; other objects (datetimes, ...) are returned as they are."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS:
+        return f"<integer of {value.bit_length()} bits>"
+    if isinstance(value, (dict, list, tuple)):
+        if depth >= MAX_DEPTH:
+            return DEEP_MARKER
+        if isinstance(value, dict):
+            return {storable_text(str(k)): storable(v, depth + 1) for k, v in value.items()}
+        return [storable(v, depth + 1) for v in value]
+    return value
+
+
+_MAX_INT_BITS = 13_000  # ~3,900 decimal digits: below Python's 4,300-digit str() limit
+
+
+def to_json(value: Any) -> str:
+    """Strict JSON text of an untrusted value (see `storable`); never raises."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+        if "\\ud" not in text and "\\uD" not in text:  # no surrogate escape: nothing to repair
+            return text
+    except (ValueError, TypeError, RecursionError):
+        pass
+    try:
+        return json.dumps(storable(value), allow_nan=False, default=str)
+    except (ValueError, TypeError, RecursionError):  # an int too long to print, ...
+        return json.dumps(storable_text(type(value).__name__))

@@ -17,7 +17,8 @@ from search.josh import EVALUATION
 @click.group(name="eval", invoke_without_command=True)
 @rollout_options(default_split="test", preset=EVALUATION)
 @click.pass_context
-def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, results, split, limit,
+def eval_command(ctx: click.Context, agent, base_url, request_timeout, user, user_model, user_base_url, protocol,
+                 results, split, limit,
                  task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz,
                  warehouse_path, as_json) -> None:
     """Evaluate an agent: one conversation per task with a simulated user; prints Average Reward and 100% Success.
@@ -42,7 +43,8 @@ def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_bas
     settings = rollouts.build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
                                        concurrency=concurrency)
-    report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=console)
+    report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=console,
+                              request_timeout_s=request_timeout)
     summary = rollouts.summary("eval_summary", warehouse_path, report)
     if as_json:
         print_json(summary)
@@ -50,6 +52,9 @@ def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_bas
     out.print(f"run {report.run_id}: {summary['rollouts']} conversations on {split}  "
               f"Average Reward {summary['average_reward']:.4f}  100% Success {summary['success_rate']:.4f}  "
               f"({report.new_rollouts} new in {report.seconds:.0f} s, {summary['conversations_per_min']:.1f}/min)")
+    if summary.get("failed"):
+        console.print(f"[yellow]{summary['failed']} rollouts failed on backend or user errors "
+                      "(rollouts.error says why); run the same command again to retry them[/yellow]")
 
 
 @eval_command.command()

@@ -41,10 +41,10 @@ def _apply_parity(ctx: click.Context, values: dict[str, str]) -> dict[str, str]:
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="Ray workers, each with its own backend [default: one per GPU of the cluster, else per CPU].")
 @click.pass_context
-def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, results, split, limit,
-            task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz,
-            warehouse_path, as_json, beam, collapse, seed_policy, credit, unrewarded, finish_dialogue, parity, serial,
-            ray_address, ray_workers) -> None:
+def harvest(ctx: click.Context, agent, base_url, request_timeout, user, user_model, user_base_url, protocol, results,
+            split, limit, task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name,
+            multiwoz, warehouse_path, as_json, beam, collapse, seed_policy, credit, unrewarded, finish_dialogue, parity,
+            serial, ray_address, ray_workers) -> None:
     """Harvest JOSH trees: sample every agent turn on several branches, collapse onto the branch that meets a
     goal, and store every branch, message, tool call and reward. The sft, kto and dpo views read them.
 
@@ -77,9 +77,10 @@ def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url
         from factory.ray_harvest import execute_on_ray
 
         report = execute_on_ray(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err,
-                                address=ray_address or None, workers=ray_workers)
+                                address=ray_address or None, workers=ray_workers, request_timeout_s=request_timeout)
     else:
-        report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err)
+        report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err,
+                                  request_timeout_s=request_timeout)
     summary = rollouts.summary("harvest_summary", warehouse_path, report)
     if as_json:
         print_json(summary)
@@ -88,5 +89,8 @@ def harvest(ctx: click.Context, agent, base_url, user, user_model, user_base_url
               f"Average Reward {summary['average_reward']:.4f}  100% Success {summary['success_rate']:.4f}  "
               f"nodes {summary['nodes']} (pruned {summary['pruned']})  tool errors {summary['tool_error_rate']:.1%}  "
               f"({report.new_rollouts} new in {report.seconds:.0f} s)")
+    if summary.get("failed"):
+        err.print(f"[yellow]{summary['failed']} rollouts failed on backend or user errors "
+                      "(rollouts.error says why); run the same command again to retry them[/yellow]")
     out.print(f'datasets: factory sql -p run_id {report.run_id} "select count(*) from sft" (also kto, dpo; '
               "-p min_reward 0.01 counts partly rewarded rollouts)")

@@ -38,6 +38,8 @@ def runs(ctx: click.Context, warehouse_path: str, as_json: bool) -> None:
         return
     with warehouse.opened(warehouse_path, read_only=True) as con:
         rows = _records(con.execute(sql.load("queries/run_list"), {"run_id": None}))
+    alive = warehouse.writer_alive(warehouse_path)
+    rows = [{**r, "status": warehouse.shown_status(r["status"], alive)} for r in rows]
     if as_json:
         print_json(rows)
         return
@@ -58,6 +60,7 @@ def show(run_id: str, warehouse_path: str) -> None:
         run_id = run_lib.resolve_run(con, run_id)
         (row,) = _records(con.execute(sql.load("queries/run_list"), {"run_id": run_id}))
         config = json.loads(con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
+    row["status"] = warehouse.shown_status(row["status"], warehouse.writer_alive(warehouse_path))
     print_json({**row, "config": config})
 
 

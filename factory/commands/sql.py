@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import click
 import duckdb
@@ -18,7 +19,7 @@ from factory import warehouse
 from factory.errors import UserError
 from factory.options import warehouse_option
 from factory.output import out, rows_table
-from factory.warehouse import run_query
+from factory.warehouse import run_query as _run_query
 
 FORMATS = ("table", "csv", "json", "jsonl", "parquet")
 
@@ -58,6 +59,29 @@ def _flat_for_csv(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
+# What a `factory sql` connection may do: the warehouse and nothing else of the machine. DuckDB's own switches:
+# no file or network access (read_csv, glob, COPY TO, EXPORT, ATTACH, http:// URLs), no extension installed or
+# loaded behind the user's back, and a configuration that the query cannot change back.
+SANDBOX = {"enable_external_access": False, "autoinstall_known_extensions": False,
+           "autoload_known_extensions": False, "lock_configuration": True}
+
+
+def sandbox_config(allow_files: bool) -> dict[str, Any]:
+    """The DuckDB config of a `factory sql` connection (`--allow-files` keeps file access on)."""
+    return {k: v for k, v in SANDBOX.items() if not (allow_files and k == "enable_external_access")}
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, str]) -> pa.Table | None:
+    """`warehouse.run_query`, with the way out named when the sandbox refused a file."""
+    try:
+        return _run_query(con, query, params)
+    except UserError as e:
+        if "disabled by configuration" in str(e):
+            raise UserError(f"{e} (factory sql sees only the warehouse; --allow-files lets SQL read and write "
+                            "files, -o FILE saves a result)") from e
+        raise
+
+
 @click.command(name="sql")
 @click.argument("query", required=False)
 @click.option("-f", "--file", "sql_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -68,19 +92,28 @@ def _flat_for_csv(table: pa.Table) -> pa.Table:
               help="How to print (or, with -o, write) the result.")
 @click.option("--json", "as_json", is_flag=True, help="Short for --format json, as on the other commands.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
-@click.option("--write", is_flag=True, help="Open the warehouse read-write (default read-only).")
+@click.option("--write", is_flag=True,
+              help="Open the warehouse read-write (default read-only); takes the writer lock like a harvest.")
+@click.option("--allow-files", is_flag=True,
+              help="Let SQL read and write files of this machine (read_csv, COPY ... TO); off by default.")
 @warehouse_option
 @click.pass_context
 def sql_command(ctx: click.Context, query: str | None, sql_file: Path | None, params: tuple[tuple[str, str], ...],
-                fmt: str, as_json: bool, output: Path | None, write: bool, warehouse_path: str) -> None:
+                fmt: str, as_json: bool, output: Path | None, write: bool, allow_files: bool,
+                warehouse_path: str) -> None:
     """Run SQL on the warehouse: tables runs, tasks, rollouts, nodes, messages, tool_calls, rewards and the
-    dataset views. QUERY `-` reads stdin; no QUERY opens a prompt.
+    dataset views. QUERY `-` reads stdin; no QUERY opens a prompt (on a terminal).
+
+    The SQL sees the warehouse only: no files, no network, no extensions installed on the fly, settings locked
+    (`--allow-files` to join a CSV); `-o FILE` writes the result. The prompt opens the warehouse for each
+    statement only, so a harvest can write between them.
 
     \b
     Example:
         factory sql "select * from eval_summary"
         factory sql "select * from rollouts where reward < 1" --format csv -o misses.csv
         echo "select count(*) from tasks" | factory sql -
+        factory sql --allow-files "select * from read_csv('extra.csv')"
     """
     if query and sql_file:
         raise click.UsageError("give QUERY or -f FILE, not both")
@@ -92,17 +125,34 @@ def sql_command(ctx: click.Context, query: str | None, sql_file: Path | None, pa
         query = sql_file.read_text()
     elif query == "-":
         query = sys.stdin.read()
-    with warehouse.opened(warehouse_path, read_only=not write) as con:
+    warehouse.check_parameters(query or "", dict(params))
+    if not query and not sys.stdin.isatty():
+        raise UserError("no QUERY given; pass one (`factory sql \"select 1\"`), `-` to read stdin, or -f FILE")
+    config = sandbox_config(allow_files)
+    with ExitStack() as stack:
+        writer = stack.enter_context(warehouse.Writer(warehouse_path)) if write else None
+
+        @contextmanager
+        def session() -> Iterator[duckdb.DuckDBPyConnection]:
+            if writer is not None:
+                with writer.session(config=config) as con:
+                    yield con
+            else:
+                with warehouse.opened(warehouse_path, read_only=True, config=config) as con:
+                    yield con
+
         if query:
-            table = run_query(con, query, dict(params))
+            with session() as con:
+                table = run_query(con, query, dict(params))
             if table is not None:
                 write_result(table, fmt, output)
             return
-        _prompt(con, dict(params), fmt)
+        _prompt(session, dict(params), fmt)
 
 
-def _prompt(con: duckdb.DuckDBPyConnection, params: dict[str, str], fmt: str) -> None:
-    """A small interactive prompt: one statement per line, `.quit` or Ctrl-D to leave."""
+def _prompt(session: Callable[[], Any], params: dict[str, str], fmt: str) -> None:
+    """A small interactive prompt: one statement per line, `.quit` or Ctrl-D to leave. Each statement opens the
+    warehouse for its own duration, so a writer is never locked out while the prompt waits."""
     click.echo("factory sql: one statement per line; .quit to leave", err=True)
     while True:
         try:
@@ -114,7 +164,8 @@ def _prompt(con: duckdb.DuckDBPyConnection, params: dict[str, str], fmt: str) ->
         if not line.strip():
             continue
         try:
-            table = run_query(con, line, params)
+            with session() as con:
+                table = run_query(con, line, params)
         except UserError as e:
             click.echo(f"Error: {e}", err=True)
             continue

@@ -164,6 +164,9 @@ def call(name: str, arguments: str, task_id: str | None, semantics: str, warehou
     except json.JSONDecodeError as e:
         raise UserError(f"ARGUMENTS is not JSON ({e.msg} at character {e.pos}); "
                         "quote it like '{\"area\": \"north\"}'") from e
+    except (ValueError, RecursionError) as e:  # a number too long to read, or absurd nesting
+        raise UserError(f"ARGUMENTS is not usable JSON ({str(e).split(';')[0] or type(e).__name__}); "
+                        "pass a flat object like '{\"area\": \"north\"}'") from e
     if semantics == "fixed" and name not in TOOL_NAMES:
         raise UserError(f"unknown tool {name!r}; the tools are {', '.join(TOOL_NAMES)}")
     with warehouse.opened(warehouse_path, read_only=True) as con:

@@ -29,9 +29,10 @@ def engine_info(backend: Backend) -> dict[str, Any]:
 
 
 def load_backend(spec: str, *, base_url: str | None = None, rows: dict[str, list[dict[str, Any]]] | None = None,
-                 device: str = "auto", concurrency: int = 8, max_batch: int = 16) -> Backend:
-    """`teacher`, `openai:MODEL` (with `base_url` or $OPENAI_BASE_URL), `vllm:MODEL` (vLLM's offline engine in
-    this process), or a model folder / Hub id (transformers)."""
+                 device: str = "auto", concurrency: int = 8, max_batch: int = 16,
+                 request_timeout_s: float | None = None) -> Backend:
+    """`teacher`, `openai:MODEL` (with `base_url` or $OPENAI_BASE_URL; `request_timeout_s` per HTTP request),
+    `vllm:MODEL` (vLLM's offline engine in this process), or a model folder / Hub id (transformers)."""
     kind = backend_kind(spec)
     if kind == "teacher":
         from search.backends.teacher import TeacherBackend
@@ -45,7 +46,8 @@ def load_backend(spec: str, *, base_url: str | None = None, rows: dict[str, list
         url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not url:
             raise BackendError(f"{spec} needs --base-url (or OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1")
-        backend = OpenAIBackend(spec.split(":", 1)[1], url, concurrency=concurrency)
+        timeout = {"timeout_s": request_timeout_s} if request_timeout_s else {}
+        backend = OpenAIBackend(spec.split(":", 1)[1], url, concurrency=concurrency, **timeout)
         backend.preflight()
         return backend
     if kind == "vllm":

@@ -1,8 +1,11 @@
 """An OpenAI-compatible chat-completions endpoint as a `Backend` (OpenAI, vLLM, `transformers serve`, ...).
 
-Requests go out concurrently under a semaphore; connection errors, timeouts, 429 and 5xx are retried with
-exponential backoff, and a request that still fails becomes a `Completion` with `error` set (a failed branch,
-never an exception). Tool calls come back as `tool_calls` or as raw `<tool_call>` text in `content` (a server
+Requests go out concurrently under a semaphore; connection errors, timeouts (`timeout_s`, the CLI's
+`--request-timeout`), dropped connections, 429, 5xx and malformed 200 bodies (not JSON, no `choices`) are
+retried with exponential backoff, and a request that still fails becomes a `Completion` with `error` set (a
+failed branch, and so a `failed` rollout that a re-run retries; never an exception). Odd but usable shapes are
+read leniently: a `message` that is a string is its content, content given as a list of text parts is joined,
+a `usage` that is not an object or token counts that are not numbers count as 0. Tool calls come back as `tool_calls` or as raw `<tool_call>` text in `content` (a server
 whose tokenizer has no response template), and both end up as the same assistant message.
 
 `transformers serve` notes (`shared/notes/stack-checks.md` §1): it only samples when the model's
@@ -38,6 +41,31 @@ _NO_AUTO_TOOL_CHOICE = "--enable-auto-tool-choice"
 def _failed(error: str, latency_ms: float) -> Completion:
     return Completion(message={"role": "assistant", "content": ""}, error=error, finish_reason="error",
                       latency_ms=latency_ms)
+
+
+def _text(response: Any) -> str:
+    try:
+        return response.text
+    except (ValueError, LookupError):  # a body that is not text in its declared encoding
+        return repr(response.content[:300])
+
+
+def _count(value: Any) -> int:
+    """A token count as the server gave it, or 0 when it is not a non-negative whole number."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value < 2**31 else 0
+
+
+def _content_text(content: Any) -> Any:
+    """Content as text: a list of `{"type": "text", "text": ...}` parts is joined; anything else is kept."""
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return content
 
 
 def wire_message(message: Message) -> Message:
@@ -117,43 +145,57 @@ class OpenAIBackend:
             try:
                 async with semaphore:
                     response = await client.post("/chat/completions", json=body)
-            except httpx.TransportError as e:  # connection refused, reset, timeouts
+            except httpx.HTTPError as e:  # connection refused, reset or dropped, timeouts, undecodable bodies
                 error = f"{type(e).__name__}: {str(e) or 'transport error'}"
             else:
                 latency_ms = (time.perf_counter() - start) * 1000
                 if response.status_code == 200:
-                    return self._completion(response, latency_ms, attempt)
-                error = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code == 400 and "tools" in body and _NO_AUTO_TOOL_CHOICE in response.text \
+                    completion = self._completion(response, latency_ms, attempt)
+                    if completion is not None:
+                        return completion
+                    error = f"malformed response: {_text(response)[:300]!r}"
+                    if attempt < self.retries:
+                        await asyncio.sleep(delay)
+                    continue
+                text = _text(response)
+                error = f"HTTP {response.status_code}: {text[:300]}"
+                if response.status_code == 400 and "tools" in body and _NO_AUTO_TOOL_CHOICE in text \
                         and "tool_choice" not in body:
                     self._tool_choice = "none"
                     return await self.complete(request)
-                if response.status_code == 400 and any(h in response.text.lower() for h in _OVERFLOW_HINTS):
+                if response.status_code == 400 and any(h in text.lower() for h in _OVERFLOW_HINTS):
                     return Completion(message={"role": "assistant", "content": ""}, latency_ms=latency_ms,
                                       finish_reason="context_overflow", extra={"server_error": error})
                 if response.status_code not in RETRY_STATUS and response.status_code < 500:
                     return _failed(error, latency_ms)
                 retry_after = response.headers.get("retry-after", "")
-                if retry_after.replace(".", "", 1).isdigit():
+                if retry_after.isascii() and retry_after.replace(".", "", 1).isdigit():
                     delay = max(delay, min(float(retry_after), 60.0))
             if attempt < self.retries:
                 await asyncio.sleep(delay)
         return _failed(f"{error} (after {self.retries + 1} attempts)", (time.perf_counter() - start) * 1000)
 
-    def _completion(self, response: Any, latency_ms: float, attempt: int) -> Completion:
+    def _completion(self, response: Any, latency_ms: float, attempt: int) -> Completion | None:
+        """The completion of a 200 answer; None when the body is not a chat completion (retried)."""
         try:
             data = response.json()
-            choice = data["choices"][0]
-            reply = choice.get("message") or {}
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-            return _failed(f"malformed response ({type(e).__name__}): {response.text[:300]}", latency_ms)
-        message, parse_error = from_openai(reply.get("content"), reply.get("tool_calls"))
-        usage = data.get("usage") or {}
-        return Completion(message=message, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                          completion_tokens=int(usage.get("completion_tokens") or 0), latency_ms=latency_ms,
-                          parse_error=parse_error,
-                          finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-                          extra={"attempts": attempt + 1, "server_finish_reason": choice.get("finish_reason")})
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or absurdly nested
+            return None
+        choices = data.get("choices") if isinstance(data, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        reply = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(reply, str):
+            reply = {"content": reply}
+        if not isinstance(reply, dict):
+            return None
+        message, parse_error = from_openai(_content_text(reply.get("content")), reply.get("tool_calls"))
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        finish = choice.get("finish_reason")
+        return Completion(message=message, prompt_tokens=_count(usage.get("prompt_tokens")),
+                          completion_tokens=_count(usage.get("completion_tokens")), latency_ms=latency_ms,
+                          parse_error=parse_error, finish_reason="length" if finish == "length" else "stop",
+                          extra={"attempts": attempt + 1,
+                                 "server_finish_reason": finish if isinstance(finish, str) else None})
 
     async def aclose(self) -> None:
         """Close the HTTP client (when it belongs to the running loop)."""

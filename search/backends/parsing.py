@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any
 
+from toolwoz.values import storable, storable_text
+
 Message = dict[str, Any]
 _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 
@@ -45,6 +47,7 @@ def _tool_call(n: int, call: Any) -> dict[str, Any]:
 
 
 def _message(content: Any, calls: list[Any]) -> Message:
+    content, calls = storable(content), storable(calls)  # parsed JSON may hold lone surrogates, NaN, deep nesting
     if content is not None and not isinstance(content, str):
         raise _Malformed("content is not text")
     message: Message = {"role": "assistant", "content": (content or "").strip()}
@@ -73,7 +76,9 @@ def _parse_with_template(text: str, tokenizer: Any) -> Message:
 
 
 def from_openai(content: Any, tool_calls: Any) -> tuple[Message, str | None]:
-    """Normalise an OpenAI-format reply; without `tool_calls` the content is parsed for raw calls."""
+    """Normalise an OpenAI-format reply; without `tool_calls` the content is parsed for raw calls.
+    Text is made valid Unicode first (`values.storable`): a server may send lone surrogates as JSON escapes."""
+    content, tool_calls = storable(content), storable(tool_calls)
     if not tool_calls:
         return parse_assistant(content if isinstance(content, str) else "")
     try:
@@ -93,6 +98,7 @@ def parse_assistant(text: str, tokenizer: Any = None) -> tuple[Message, str | No
     Uses `tokenizer.parse_response` when the tokenizer has a `response_template`, else (or when that
     fails) the Hermes parser. On failure the message holds the raw text as `content`.
     """
+    text = storable_text(text)
     template_error = None
     if tokenizer is not None and getattr(tokenizer, "response_template", None):
         try:

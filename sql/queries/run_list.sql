@@ -8,9 +8,10 @@ SELECT
     r.split,                                    -- task split
     r.beam_size AS beam,                        -- JOSH beam (1 for evals)
     s.rollouts,                                 -- rollouts committed
+    s.failed,                                   -- of which failed on a backend / user error (a re-run retries)
     s.average_reward,                           -- mean rollout reward
     s.success_rate,                             -- share of rollouts with every goal done
-    r.status,                                   -- running | done | interrupted | failed
+    r.status,                                   -- running | done | interrupted | failed (`factory runs`: no live writer = interrupted)
     r.created_at                                -- start time
 FROM runs AS r
 JOIN run_scores AS s ON s.run_id = r.run_id

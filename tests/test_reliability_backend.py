@@ -1,0 +1,187 @@
+"""Reliability: a faulty OpenAI-compatible server on 127.0.0.1 (http.server in a thread).
+
+It injects 500s, hangs (longer than --request-timeout), dropped connections, non-JSON 200 bodies and 200s
+without `choices` at a known rate, answers some requests in odd but usable shapes (a `message` that is a
+string, `usage` that is a list, token counts that are not numbers) and with broken Unicode (lone surrogates in
+content and in tool-call arguments, superscript digits), and fails every request of some conversations for
+good. After the eval, every rollout is accounted for: done, or failed with its error; `eval_summary.failed`
+counts them; re-running the same command against the healed server completes the failed ones, nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.conftest import check_consistent, query, run
+
+FAULTS = ("500", "hang", "drop", "not_json", "no_choices")
+ODD = ("message_string", "usage_list", "tokens_text", "surrogates", "parts")
+FAULT_RATE = 0.3  # share of requests answered with one of FAULTS (by a hash of the request: reproducible)
+
+
+class FaultyServer:
+    """Chat completions that greet, call search_hotel, or fail, decided by a hash of each request."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.poisoned: set[str] = set()  # first user messages whose conversations fail every request
+        self.seen: Counter[bytes] = Counter()  # a fault hits a request's first attempt only: retries can succeed
+        self.healed = False
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._send(200, json.dumps({"data": [{"id": "fake"}]}).encode())
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                kind, payload = server.answer(body)
+                with server.lock:
+                    server.counts[kind] += 1
+                if kind == "hang":
+                    time.sleep(2.5)  # > --request-timeout 1
+                    return self._send(200, payload)
+                if kind == "drop":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return None
+                self._send(500 if kind in ("500", "poisoned") else 200, payload)
+
+            def _send(self, status: int, payload: bytes) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a hang past its timeout)
+                    pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}/v1"
+
+    def answer(self, body: dict[str, Any]) -> tuple[str, bytes]:
+        messages = body["messages"]
+        first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
+        digest = hashlib.sha256(json.dumps([messages, body.get("seed")]).encode()).digest()
+        roll = digest[0] / 256
+        with self.lock:
+            self.seen[digest] += 1
+            first_attempt = self.seen[digest] == 1
+        if not self.healed and hashlib.sha256(first_user.encode()).digest()[0] % 4 == 0:
+            self.poisoned.add(first_user)
+            return "poisoned", b'{"error": "down for this conversation"}'
+        if not self.healed and first_attempt and roll < FAULT_RATE:
+            kind = FAULTS[digest[1] % len(FAULTS)]
+            payload = {"not_json": b"<html>502 Bad Gateway</html>", "no_choices": b'{"object": "chat.completion"}'}
+            return kind, payload.get(kind, b'{"error": "injected"}')
+        odd = ODD[digest[2] % len(ODD)] if digest[3] % 2 else "plain"
+        n_turns = sum(m["role"] == "assistant" for m in messages)
+        if n_turns % 2 == 0:
+            arguments = json.dumps({"name": "\ud800 house", "stars": "\u00b2"}) if odd == "surrogates" \
+                else json.dumps({"area": "north"})
+            message: Any = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "search_hotel", "arguments": arguments}}]}
+        else:
+            message = {"role": "assistant", "content": "I found some hotels \ud83d for you." if odd == "surrogates"
+                       else "I found some hotels for you."}
+        usage: Any = {"prompt_tokens": 10, "completion_tokens": 5}
+        if odd == "message_string":
+            message = "Here is a hotel: acorn guest house."
+        elif odd == "parts":
+            message = {"role": "assistant", "content": [{"type": "text", "text": "Any area is fine?"}]}
+        elif odd == "usage_list":
+            usage = [10, 5]
+        elif odd == "tokens_text":
+            usage = {"prompt_tokens": "ten", "completion_tokens": None}
+        reply = {"id": "x", "object": "chat.completion", "usage": usage,
+                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+        return odd, json.dumps(reply).encode()  # ensure_ascii: lone surrogates travel as \ud800 escapes
+
+    def __enter__(self) -> "FaultyServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.mark.slow
+def test_every_rollout_is_done_or_failed_with_its_error_and_a_rerun_completes_them(wh) -> None:
+    with FaultyServer() as server:
+        args = ["eval", "--agent", "openai:fake", "--base-url", server.base_url, "--request-timeout", "1",
+                "--split", "val", "--limit", "16", "--max-steps", "3", "--concurrency", "8", "-w", str(wh), "--json"]
+        first = run(*args)
+        assert first.returncode == 0, first.stderr
+        summary = json.loads(first.stdout)
+        rows = query(wh, "select status, error, end_reason from rollouts")
+        assert len(rows) == 16 == summary["rollouts"]
+        failed = [r for r in rows if r[0] == "failed"]
+        assert all(r[0] in ("done", "failed") for r in rows)
+        assert all(error and "attempts" in error for _, error, _ in failed)  # why, after the retries
+        assert len(failed) == summary["failed"] >= len(server.poisoned) > 0
+        assert query(wh, "select failed from eval_summary") == [(len(failed),)]
+        assert set(FAULTS) <= set(server.counts) and {"message_string", "surrogates"} <= set(server.counts)
+        # Broken Unicode was stored (as U+FFFD), the odd shapes read leniently.
+        assert query(wh, "select count(*) > 0 from messages where content like '%\ufffd%'") == [(True,)]
+        assert query(wh, "select count(*) > 0 from tool_calls where error_kind = 'bad_value'") == [(True,)]
+        assert query(wh, "select count(*) > 0 from messages where content = 'Any area is fine?'") == [(True,)]
+        check_consistent(wh)
+
+        server.healed = True
+        second = run(*args)
+        assert second.returncode == 0, second.stderr
+        assert f"{len(failed)} failed ones to run again" in " ".join(second.stderr.split())
+        healed = json.loads(second.stdout)
+        assert healed["rollouts"] == 16 and healed["failed"] == 0 and healed["new_rollouts"] == len(failed)
+        assert query(wh, "select count(*), count(distinct task_id), count(*) filter (status = 'done') "
+                         "from rollouts") == [(16, 16, 16)]
+        assert query(wh, "select status from runs") == [("done",)]
+        check_consistent(wh)
+        print(f"faulty server: {sum(server.counts.values())} requests, {dict(server.counts)}; "
+              f"{len(failed)} of 16 rollouts failed, all completed on the re-run")
+
+
+def test_malformed_200_bodies_are_retried_and_odd_shapes_read(tmp_path) -> None:
+    import asyncio
+
+    from search.backends.base import Request
+    from search.backends.openai import OpenAIBackend
+
+    with FaultyServer() as server:
+        backend = OpenAIBackend("fake", server.base_url, timeout_s=1, backoff_s=0.01)
+
+        async def ask(n: int) -> list[Any]:
+            try:
+                return await asyncio.gather(*(backend.complete(Request([{"role": "user", "content": f"hi {i}"}]))
+                                              for i in range(n)))
+            finally:
+                await backend.aclose()
+
+        results = asyncio.run(ask(40))
+    for c in results:
+        assert c.error is None or "attempts" in c.error
+        assert isinstance(c.message.get("content"), str)
+        assert isinstance(c.prompt_tokens, int) and isinstance(c.completion_tokens, int)
+    assert sum(c.error is None for c in results) > 20
