@@ -252,7 +252,8 @@ def ensure_model(path: Path, env: ToolEnv) -> Path:
     return path
 
 
-def load(model: Path, max_batch: int, *, reuse: bool = True, teacher: TeacherBackend | None = None) -> RecordingBackend:
+def load(model: Path, max_batch: int, *, reuse: bool = True,
+         teacher: TeacherBackend | None = None) -> RecordingBackend:
     """A recording backend, warmed up (one-time costs of the first batch are not timed)."""
     cache = None if reuse else 0
     backend = (ForcedBackend(model, max_batch=max_batch, prefix_cache_tokens=cache, teacher=teacher) if teacher
@@ -277,7 +278,8 @@ def describe(h: Harvest) -> str:
             f"prompt's prefill {stats.shared_rows}); {stats.forwards} forwards, "
             f"{stats.decode_rows} row-steps of decode, {stats.compactions} compactions; in the decode loop "
             f"{stats.generate_s:.1f} s ({stats.generate_s / h.wall_s:.0%} of wall: prefill {stats.prefill_s:.1f} s, "
-            f"decode {stats.decode_s:.1f} s); mean reward {statistics.mean([r['reward'] for r in h.rollouts] or [0]):.3f}")
+            f"decode {stats.decode_s:.1f} s); mean reward "
+            f"{statistics.mean([r['reward'] for r in h.rollouts] or [0]):.3f}")
 
 
 def main() -> None:
@@ -361,8 +363,10 @@ def main() -> None:
     print(f"\n{'measure':<34}{'value':>22}{'target':>10}{'':>8}")
     for name, value, target, ok in rows:
         print(f"{name:<34}{value:>22}{target:>10}{ok:>8}")
-    print(f"\nload average (1 min) with reuse {reuse.load[0]:.2f} -> {reuse.load[1]:.2f}, without {plain.load[0]:.2f} -> "
-          f"{plain.load[1]:.2f}, now {os.getloadavg()}, on {os.cpu_count()} CPUs (other processes distort timings)")
+    now = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average: 1 min {reuse.load[0]:.2f} -> {reuse.load[1]:.2f} during the reuse harvest, "
+          f"{plain.load[0]:.2f} -> {plain.load[1]:.2f} during the other; now {now} (1/5/15 min) on "
+          f"{os.cpu_count()} CPUs (other processes' load distorts every timing here)")
     # The three lines scripts read (keep these words).
     print(f"prefill tokens vs no reuse: {prefill:.0%} ({stats.prefill_tokens} of {stats.prompt_tokens}; target "
           f"<= {TARGET_PREFILL:.0%}: {verdict[prefill <= TARGET_PREFILL]})")

@@ -7,13 +7,14 @@ One `DecodeLoop.run(rows)` answers a batch of token-id prompts:
    (every row's next token sits in the same column; left padding is masked and each row gets its true
    `position_ids`, so RoPE sees the same positions as a row alone). Rows are sorted by uncached length and
    prefilled in groups (contiguous row ranges, planned so the padding costs little); a group's queries are its
-   rows' last `width` tokens, so a row shorter than its group recomputes a few cached tokens instead of holes;
+   rows' last `width` tokens, so a row with less to compute recomputes a few cached tokens rather than leave a
+   hole between its cached prefix and its suffix;
 3. decode appends one column per step in place; rows that stop (eos or their own `max_new_tokens`) leave the
-   batch once carrying them costs more than copying the others (the buffer is compacted, dropping left padding
-   no live row needs), and their tokens' K/V go into the prefix cache.
+   batch once a quarter of it has stopped and carrying them would cost more than copying the others (the
+   buffer is compacted, dropping left padding no live row needs); their tokens' K/V go into the prefix cache.
 A row's tokens depend only on (prompt, seed, params), up to float rounding: each row has its own seeded
 Gumbel stream (argmax(logits / T + Gumbel) is an exact sample of softmax(logits / T)), drawn in chunks of
-`NOISE_CHUNK` steps with one generator per row, as many numbers in the same order as one draw per step.
+`NOISE_CHUNK` steps with one generator per row (on CPU the very numbers of one draw per step).
 
 Models whose cache is not one full-attention K/V pair of the same shape per layer (linear attention, shared
 or compressed K/V) take the same loop with transformers' own `DynamicCache` and without reuse.
@@ -33,7 +34,7 @@ from transformers.cache_utils import Cache, DynamicLayer, DynamicSlidingWindowLa
 
 from search.backends.prefix_cache import Match, PrefixCache
 
-NOISE_CHUNK = 8  # decode steps of Gumbel noise drawn per generator call (fixed: the stream must not depend on the batch)
+NOISE_CHUNK = 8  # decode steps of Gumbel noise per generator call (fixed: a stream must not depend on the batch)
 
 
 @dataclass
@@ -259,8 +260,10 @@ class DecodeLoop:
         mask = torch.arange(capacity, device=self.device)[None, :] >= (width - lens)[:, None]
         kv = hf_cache = None
         if self.layout is not None:
-            kv = torch.zeros((self.layout.layers, 2, n, self.layout.heads, capacity, self.layout.head_dim),
+            kv = torch.empty((self.layout.layers, 2, n, self.layout.heads, capacity, self.layout.head_dim),
                              dtype=self.layout.dtype, device=self.device)
+            for s, i in enumerate(order):  # masked, but must be finite (0 x NaN is NaN); the rest gets written
+                kv[:, :, s, :, :width - len(rows[i].ids)] = 0
         else:
             hf_cache = DynamicCache(config=self.model.config)
         logits: list[torch.Tensor] = []
@@ -337,7 +340,9 @@ class DecodeLoop:
                 break
             dropped = len(live) - len(kept)
             remaining = max(_limit(rows[live[k]]) - len(rows[live[k]].tokens) for k in kept)  # an upper bound
-            if dropped and dropped * remaining >= 2 * len(kept):  # carrying them costs more than a copy
+            # Compact when carrying the finished rows would cost more than copying the others, and at least a
+            # quarter of the batch finished (`remaining` is an upper bound; this bounds the number of copies).
+            if dropped and dropped * remaining >= 2 * len(kept) and 4 * dropped >= len(live):
                 gone = [k for k in range(len(live)) if k not in set(kept)]
                 self._store([rows[live[k]] for k in gone], [fed[live[k]] for k in gone], kv, gone, width - left)
                 index = torch.tensor(kept, device=self.device)
