@@ -46,7 +46,7 @@ from search.backends.prefix_cache import PrefixCache
 from search.backends.teacher import TeacherBackend
 from search.backends.transformers import BackendStats, TransformersBackend
 from search.josh import Rollout, RolloutResult, SearchConfig, branch_seed
-from search.runner import ToolRunner, run_all
+from search.runner import ToolRunner, max_batch, run_all
 from toolwoz import multiwoz, tables
 from toolwoz.tasks import Task
 from toolwoz.tools import ToolEnv
@@ -245,19 +245,20 @@ def retokenisation_loss(backend: RecordingBackend) -> tuple[int, int]:
 
 def ensure_model(path: Path, env: ToolEnv) -> Path:
     if not (path / "config.json").exists():
+        from toolwoz.corpus import build_corpus
         from train.tiny_model import init_model
 
         print(f"creating the tiny model in {path} ...", flush=True)
-        init_model(path, env.rows, list(env.tasks.values()))
+        init_model(path, build_corpus(env.rows, env.tasks.values()))
     return path
 
 
-def load(model: Path, max_batch: int, *, reuse: bool = True,
+def load(model: Path, batch: int, *, reuse: bool = True,
          teacher: TeacherBackend | None = None) -> RecordingBackend:
     """A recording backend, warmed up (one-time costs of the first batch are not timed)."""
     cache = None if reuse else 0
-    backend = (ForcedBackend(model, max_batch=max_batch, prefix_cache_tokens=cache, teacher=teacher) if teacher
-               else RecordingBackend(model, max_batch=max_batch, prefix_cache_tokens=cache))
+    backend = (ForcedBackend(model, max_batch=batch, prefix_cache_tokens=cache, teacher=teacher) if teacher
+               else RecordingBackend(model, max_batch=batch, prefix_cache_tokens=cache))
     TransformersBackend.generate_batch(backend, [Request([{"role": "user", "content": "warm up"}])])
     backend.loop.prefix_cache.clear()
     backend.stats = BackendStats()
@@ -296,28 +297,28 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=4, help="agent turns per branch (default 4)")
     parser.add_argument("--concurrency", type=int, default=20, help="rollouts in flight when batched (default 20)")
     parser.add_argument("--max-batch", type=int, default=None,
-                        help="rows per batch (default concurrency x beam: every live leaf of every rollout)")
+                        help="rows per batch (default: concurrency x beam, search.runner.max_batch)")
     parser.add_argument("--skip-serial", action="store_true", help="no serial harvest")
     parser.add_argument("--skip-raw", action="store_true", help="no raw generate replay")
     args = parser.parse_args()
 
-    from train.tiny_model import default_model_dir
+    from factory.default_model import location
 
     env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(args.multiwoz)))
     tasks = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[:args.tasks]
-    model = args.model or ensure_model(default_model_dir(), env)
+    model = args.model or ensure_model(location(), env)
     teacher = TeacherBackend(env.rows) if args.agent == "teacher" else None
-    max_batch = args.max_batch or args.concurrency * args.beam
+    batch = args.max_batch or max_batch(args.concurrency, args.beam)
     config = SearchConfig(beam=args.beam, max_steps=args.max_steps, temperature=1.0,
                           max_new_tokens=args.max_new_tokens)
     print(f"settings: model {model}; agent {args.agent}; {len(tasks)} val_harvest tasks ({tasks[0].task_id} .. "
           f"{tasks[-1].task_id}); rule user; beam {args.beam}; max_steps {args.max_steps}; max_new_tokens "
-          f"{args.max_new_tokens}; temperature 1.0; concurrency {args.concurrency}, max_batch {max_batch}; "
+          f"{args.max_new_tokens}; temperature 1.0; concurrency {args.concurrency}, max_batch {batch}; "
           f"torch threads {torch.get_num_threads()}", flush=True)
 
-    reuse = harvest("reuse", env, tasks, load(model, max_batch, teacher=teacher), config, args.concurrency)
+    reuse = harvest("reuse", env, tasks, load(model, batch, teacher=teacher), config, args.concurrency)
     print(describe(reuse), flush=True)
-    plain = harvest("no reuse", env, tasks, load(model, max_batch, reuse=False, teacher=teacher), config,
+    plain = harvest("no reuse", env, tasks, load(model, batch, reuse=False, teacher=teacher), config,
                     args.concurrency)
     print(describe(plain), flush=True)
     same = {r["task_id"]: r["completion_tokens"] for r in reuse.rollouts} == \

@@ -17,9 +17,12 @@ from typing import Any
 from rich.console import Console
 
 from factory import rollouts
-from factory.models import create_default_model
+from factory.output import err
 from factory.training import TrainJob, train_model
-from search.josh import SearchConfig
+from search.josh import EVALUATION
+from toolwoz import multiwoz, tables
+from toolwoz.corpus import build_corpus
+from toolwoz.tools import ToolEnv
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,16 @@ class BootstrapBudget:
 BUDGET = BootstrapBudget()
 
 
+def create_untrained(multiwoz_path: str | None, out: Path) -> Path:
+    """Train the tokenizer on ToolWOZ text and write an untrained tiny Llama to `out` (`factory model init`)."""
+    from train.tiny_model import init_model
+
+    with err.status("reading MultiWOZ"):
+        env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(multiwoz_path)))
+    with err.status(f"creating the tiny model in {out}"):
+        return init_model(out, build_corpus(env.rows, env.tasks.values()))
+
+
 def init_dir(out: Path) -> Path:
     """Where the untrained model behind `out` lives (`<out>-init`)."""
     return out.with_name(out.name + "-init")
@@ -52,11 +65,9 @@ def bootstrap(out: Path, warehouse_path: str, multiwoz_path: str | None, console
 
     start = init_dir(out)
     if not (start / "config.json").exists():
-        create_default_model(multiwoz_path, start)
-    search = SearchConfig(beam=1, temperature=0.0, finish_dialogue=True, seed=budget.seed)
-    settings = rollouts.build_settings("eval", "teacher", search, base_url=None, user="rule", user_model=None,
-                                       user_base_url=None, split=budget.split, limit=budget.tasks, task_ids=None,
-                                       concurrency=16, multiwoz_path=multiwoz_path)
+        create_untrained(multiwoz_path, start)
+    search = dataclasses.replace(EVALUATION, seed=budget.seed)  # the settings of `factory eval --agent teacher`
+    settings = rollouts.build_settings("eval", "teacher", search, split=budget.split, limit=budget.tasks)
     report = rollouts.execute(settings, warehouse_path, run_name=None, multiwoz_path=multiwoz_path, console=console)
     teacher = rollouts.summary("eval_summary", warehouse_path, report)
     recipe = dataclasses.replace(get("cpu", "sft"), max_steps=budget.steps, learning_rate=budget.learning_rate,

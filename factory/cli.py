@@ -9,8 +9,10 @@ import click
 import duckdb
 
 from factory import __version__
-from factory.errors import FactoryError
+from factory.errors import CommandError, FactoryError
+from search.backends.base import BackendError
 from toolwoz.errors import ToolwozError
+from train.recipes import TrainInputError
 
 # command name -> "module:attribute"; each command lives in factory/commands/<name>.py
 COMMANDS = {
@@ -23,15 +25,13 @@ COMMANDS = {
     "train": "factory.commands.train:train",
     "export": "factory.commands.export:export",
     "loop": "factory.commands.loop:loop",
+    "show": "factory.commands.show:show_command",
+    "report": "factory.commands.report:report",
 }
 
 
-class CommandError(click.ClickException):
-    """A one-line `Error: ...` with the exit code the failure deserves."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+# The other packages' error roots: each says what to change (a split, a model, the training data), so exit 2.
+USER_ERRORS = (ToolwozError, TrainInputError, BackendError)
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -39,7 +39,14 @@ def _debug(ctx: click.Context) -> bool:
 
 
 class FactoryGroup(click.Group):
-    """Loads subcommands on demand and turns library errors into one-line messages."""
+    """Loads subcommands on demand, takes `--debug` anywhere on the line, and turns every error into one line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # `factory eval --debug ...` means the same as `factory --debug eval ...`
+            end = args.index("--") if "--" in args else len(args)
+            rest = [a for a in args[:end] if a != "--debug"] + args[end:]
+            args = ["--debug", *rest] if len(rest) < len(args) else args
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *COMMANDS})
@@ -58,14 +65,15 @@ class FactoryGroup(click.Group):
         except Exception as e:
             if _debug(ctx):
                 raise
-            raise _as_command_error(e) from e
+            raise as_command_error(e) from e
 
 
-def _as_command_error(e: Exception) -> CommandError:
+def as_command_error(e: Exception) -> CommandError:
+    """The one mapping from an exception to what the user sees (one line) and the exit code."""
     first_line = (str(e).strip().splitlines() or [""])[0]
     if isinstance(e, FactoryError):
         return CommandError(first_line, e.exit_code)
-    if isinstance(e, ToolwozError):
+    if isinstance(e, USER_ERRORS):
         return CommandError(first_line, 2)
     if isinstance(e, duckdb.Error):
         return CommandError(f"DuckDB: {first_line}", 1)
@@ -75,7 +83,8 @@ def _as_command_error(e: Exception) -> CommandError:
 
 
 @click.group(cls=FactoryGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors (or FACTORY_DEBUG=1).")
+@click.option("--debug", is_flag=True,
+              help="Show tracebacks instead of one-line errors (anywhere on the line; or FACTORY_DEBUG=1).")
 @click.version_option(__version__, prog_name="josh-factory")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:

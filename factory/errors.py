@@ -3,7 +3,13 @@
 Exit codes (architecture "Decided conventions"): 2 for a user mistake (bad flag or value, missing file,
 unknown split/task/view/run), 1 for an infrastructure failure (backend down after retries, disk full, a
 warehouse that cannot be opened). `--debug` or FACTORY_DEBUG=1 shows the traceback instead.
+
+The other packages cannot import this one, so they raise their own roots (`toolwoz.errors.ToolwozError`,
+`train.recipes.TrainInputError`, `search.backends.base.BackendError`); `factory.cli` maps every one of them to
+a `CommandError` in one place, and nothing else converts them.
 """
+
+import click
 
 
 class FactoryError(Exception):
@@ -34,3 +40,11 @@ class Interrupted(FactoryError):
     """Ctrl-C: what finished is committed; re-running the command resumes."""
 
     exit_code = 130
+
+
+class CommandError(click.ClickException):
+    """What the user sees: a one-line `Error: ...` with the exit code the failure deserves."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

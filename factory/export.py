@@ -39,6 +39,8 @@ ABOUT = ("The conversations are between a tool-calling agent and a simulated cus
          "MultiWOZ 2.1, MIT licence), searched with JOSH (beam search over the agent's turns, rewarded by the goal "
          "API calls it completes). Tool-call `arguments` and `tools` are JSON text.")
 NO_ROWS_HINT = "harvest first or lower the minimum reward (-p min_reward 0.5)"
+SHARD = re.compile(r"[\w.]+-\d{5}-of-\d{5}\.parquet")  # data/<split>-00000-of-00003.parquet: what we write
+CARD_HEADING = "# josh-factory export: "
 
 
 @dataclass
@@ -107,11 +109,16 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
 
 
 def check_out_dir(out_dir: Path, force: bool) -> None:
-    """An existing non-empty folder is only replaced with `force`."""
+    """A non-empty folder only with `force`, and never one whose README.md another tool wrote: `force` replaces
+    our card and our shards, nothing else."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; pass a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise UserError(f"--out {out_dir} is not empty; pass --force to replace its README.md and data/")
+    readme = out_dir / "README.md"
+    if readme.is_file() and CARD_HEADING not in readme.read_text(encoding="utf-8", errors="replace"):
+        raise UserError(f"--out {out_dir} has a README.md that `factory export` did not write; --force will not "
+                        "replace it, choose another folder")
 
 
 def export_view(con: duckdb.DuckDBPyConnection, view_or_query: str, out_dir: str | os.PathLike, *,
@@ -258,13 +265,15 @@ def _runs(con: duckdb.DuckDBPyConnection, run_ids: list[str] | None) -> list[dic
 
 
 def _move_into(tmp: Path, out: Path) -> list[Path]:
-    """Replace `out`'s README.md and data/ by the freshly written ones; other files in `out` are kept."""
-    out.mkdir(exist_ok=True)
-    if (out / "data").exists():
-        shutil.rmtree(out / "data")
-    (tmp / "data").rename(out / "data")
+    """Replace `out`'s card and the shards an earlier export wrote by the fresh ones; every other file stays."""
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for old in data.glob("*.parquet"):
+        if SHARD.fullmatch(old.name):
+            old.unlink()
+    shards = [shard.rename(data / shard.name) for shard in sorted((tmp / "data").iterdir())]
     (tmp / "README.md").replace(out / "README.md")
-    return sorted((out / "data").glob("*.parquet"))
+    return shards
 
 
 # -- the dataset card ---------------------------------------------------------------------------------------
@@ -302,7 +311,7 @@ def dataset_card(source: Source, stats: _Stats, info: ExportInfo, runs: list[dic
     fence = "`" * 3
     lines = [
         "---", str(card_metadata(stats, info, source.label)), "---", "",
-        f"# josh-factory export: `{source.label}`", "",
+        f"{CARD_HEADING}`{source.label}`", "",
         source.description, "",
         f"Exported by josh-factory {__version__} on {exported_at:%Y-%m-%d %H:%M:%S} UTC. {ABOUT}", "",
         "## Load", "",
@@ -363,7 +372,7 @@ def push(out_dir: str | os.PathLike, repo_id: str, *, token: str, private: bool 
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=True if private else None, exist_ok=True)
         api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(out_dir),
-                          allow_patterns=["README.md", "data/*.parquet"],  # not other files kept by --force
+                          allow_patterns=["README.md", "data/*-of-*.parquet"],  # not other files kept by --force
                           commit_message=f"Upload josh-factory export ({Path(out_dir).name})")
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None

@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from factory import rollouts
+from factory import default_model, rollouts
 from factory.errors import UserError
+from factory.output import err
 from factory.training import FACTORY_JSON, TrainJob, resolve_model, train_model
-from search.josh import SearchConfig
+from search.josh import EVALUATION, HARVEST, SearchConfig
 
 T = TypeVar("T")
 
@@ -39,10 +40,10 @@ class LoopConfig:
     model: str | None = None  # M0; None = the default model (bootstrapped on first use)
     eval_tasks: int | None = 100  # first N `test` tasks; None = all 450 (--full)
     harvest_tasks: int = 60  # first N `val_harvest` tasks
-    beam: int = 8
-    temperature: float = 1.0  # harvest and control sampling
-    max_steps: int = 15
-    max_new_tokens: int = 256
+    beam: int = HARVEST.beam
+    temperature: float = HARVEST.temperature  # harvest and control sampling
+    max_steps: int = HARVEST.max_steps
+    max_new_tokens: int = HARVEST.max_new_tokens
     sft_epochs: float = 3.0  # passes over M1's rows (the cpu recipe's); M0' gets as many steps as M1 took
     sft_steps: int | None = None  # a fixed step count for both instead
     kto_steps: int = 0  # > 0: M1 gets KTO on the harvest's `kto` view after its SFT (M0' does not)
@@ -78,21 +79,19 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
         result.seconds[name] = round(time.monotonic() - start, 1)
         return value
 
-    def rollout_run(kind: str, agent: str | None, search: SearchConfig, split: str, limit: int | None,
+    def rollout_run(kind: str, agent: str, search: SearchConfig, split: str, limit: int | None,
                     name: str | None = None) -> str:
-        settings = rollouts.build_settings(kind, agent, search, base_url=None, user="rule", user_model=None,
-                                           user_base_url=None, split=split, limit=limit, task_ids=None,
-                                           concurrency=cfg.concurrency, multiwoz_path=multiwoz_path,
-                                           warehouse_path=warehouse_path)
+        settings = rollouts.build_settings(kind, agent, search, split=split, limit=limit,
+                                           concurrency=cfg.concurrency)
         report = rollouts.execute(settings, warehouse_path, run_name=name, multiwoz_path=multiwoz_path,
                                   console=console)
         return report.run_id
 
     # The same settings as `factory eval` / `factory harvest` with these flags, so the runs are shared with them.
-    evaluate = SearchConfig(beam=1, max_steps=cfg.max_steps, temperature=0.0, max_new_tokens=cfg.max_new_tokens,
-                            seed=cfg.seed, finish_dialogue=True)
-    harvest = SearchConfig(beam=cfg.beam, max_steps=cfg.max_steps, temperature=cfg.temperature,
-                           max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    evaluate = dataclasses.replace(EVALUATION, max_steps=cfg.max_steps, max_new_tokens=cfg.max_new_tokens,
+                                   seed=cfg.seed)
+    harvest = dataclasses.replace(HARVEST, beam=cfg.beam, max_steps=cfg.max_steps, temperature=cfg.temperature,
+                                  max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     control = dataclasses.replace(harvest, beam=1)
 
     m0 = stage("bootstrap M0", lambda: _ensure_m0(cfg.model, warehouse_path, multiwoz_path))
@@ -179,9 +178,6 @@ def _same_training(job: TrainJob) -> dict[str, Any] | None:
 
 
 def _ensure_m0(model: str | None, warehouse_path: str, multiwoz_path: str | None) -> str:
-    from factory.models import default_agent, ensure_default_agent
-
     if model is not None:
         return resolve_model(model)
-    ensure_default_agent(multiwoz_path, warehouse_path)
-    return default_agent()
+    return default_model.ensure(multiwoz_path, warehouse_path, err)

@@ -1,24 +1,63 @@
-"""Click options shared by several commands, so a flag means the same thing everywhere."""
+"""Click options shared by several commands, so a flag means the same thing everywhere.
+
+A search flag is named after its `SearchConfig` field (`--seed-policy` sets `seed_policy`) and takes its default
+from a preset and its help from the field's metadata: one vocabulary from the command line to `factory runs show`.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
 from factory.warehouse import default_path
+from search.josh import CHOICES, SearchConfig
+from toolwoz import multiwoz
+from toolwoz.tasks import SPLITS
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
+
+
+def _remember_multiwoz(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value and Path(value).expanduser().exists():
+        multiwoz.remember(value)  # later commands (and `factory model init`) find it without --multiwoz
+    return value
+
 
 warehouse_option = click.option(
     "-w", "--warehouse", "warehouse_path", default=default_path, show_default="$FACTORY_WAREHOUSE or ./warehouse.duckdb",
     type=click.Path(dir_okay=False), help="The DuckDB warehouse file.",
 )
 multiwoz_option = click.option(
-    "--multiwoz", type=click.Path(), default=None,
-    help="MultiWOZ folder or zip (else $FACTORY_MULTIWOZ, the cache in $FACTORY_HOME, then a download).",
+    "--multiwoz", type=click.Path(), default=None, callback=_remember_multiwoz,
+    help="MultiWOZ folder or zip, remembered in $FACTORY_HOME (else $FACTORY_MULTIWOZ, the remembered one, the "
+         "cache in $FACTORY_HOME, then a download).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-semantics_option = click.option(
-    "--semantics", type=click.Choice(["fixed", "parity"]), default="fixed", show_default=True,
-    help="Tool and reward semantics: `fixed` (ours) or `parity` (the reference exactly).",
-)
+
+
+def search_option(name: str, preset: SearchConfig = SearchConfig(), **kwargs: Any) -> Decorator:
+    """`--name` for the SearchConfig field `name`: the preset's value as default, the field's help."""
+    default = getattr(preset, name)
+    if isinstance(default, bool):
+        return click.option(f"--{name.replace('_', '-')}", name, is_flag=True, default=default,
+                            help=FIELDS[name].metadata["help"], **kwargs)
+    kind = click.Choice(CHOICES[name]) if name in CHOICES else {int: click.IntRange(min=1), float:
+                                                                 click.FloatRange(min=0)}.get(type(default))
+    return click.option(f"--{name.replace('_', '-')}", name, type=kwargs.pop("type", kind), default=default,
+                        show_default=True, help=FIELDS[name].metadata["help"], **kwargs)
+
+
+def agent_option(help: str) -> Decorator:
+    """`--agent` (alias `--model`, the name `factory train` uses)."""
+    return click.option("--agent", "--model", "agent", default=None, help=help)
+
+
+semantics_option = search_option("semantics")
 
 
 def check_user(user: str, user_model: str | None) -> None:
@@ -26,40 +65,44 @@ def check_user(user: str, user_model: str | None) -> None:
         raise click.UsageError("--user llm needs --user-model (a model folder, Hub id or openai:MODEL)")
 
 
-def rollout_options(default_split: str, default_temperature: float):
-    """Options shared by `eval` and `harvest`: who talks to whom, on which tasks, how."""
-    from toolwoz.tasks import SPLITS
+def _task_ids(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    ids = tuple(t.strip() for t in (value or "").split(",") if t.strip())
+    return ids or None
 
+
+def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
+    """Options shared by `eval` and `harvest`: who talks to whom, on which tasks, how; defaults from `preset`."""
     options = [
-        click.option("--agent", default=None,
-                     help="A model folder or Hub id, `openai:MODEL` (with --base-url), or `teacher`. "
-                          "Default: the tiny model in $FACTORY_HOME/models, bootstrapped on first use."),
+        agent_option("A model folder or Hub id (transformers), `vllm:MODEL` (vLLM's offline engine in this "
+                     "process; its prefix caching is not bit-deterministic across batch compositions, so a re-run "
+                     "may sample other tokens), `openai:MODEL` (with --base-url), or `teacher`. "
+                     "Default: the tiny model in $FACTORY_HOME/models, bootstrapped on first use."),
         click.option("--base-url", default=None, help="OpenAI-compatible endpoint for `openai:` agents."),
         click.option("--user", type=click.Choice(["rule", "llm"]), default="rule", show_default=True,
                      help="User simulator: agenda-based `rule`, or an `llm` customer (see --user-model)."),
         click.option("--user-model", default=None, help="The llm user's model: folder, Hub id or `openai:MODEL`."),
         click.option("--user-base-url", default=None, help="Endpoint for an `openai:` user model."),
-        click.option("--protocol", type=click.Choice(["tools", "react"]), default="tools", show_default=True,
-                     help="Agent protocol: native tool calls, or the reference's PLAN/APICALL/SPEAK text."),
-        click.option("--split", type=click.Choice(SPLITS), default=default_split, show_default=True),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N tasks."),
-        click.option("--tasks", "task_ids", default=None, help="Comma-separated task ids (within the split)."),
+        search_option("protocol", preset),
+        click.option("--split", type=click.Choice(SPLITS), default=default_split, show_default=True,
+                     help="Which tasks (`factory toolwoz info` counts them)."),
+        click.option("--limit", type=click.IntRange(min=1), default=None,
+                     help="Only the first N tasks (part of the run id)."),
+        click.option("--tasks", "task_ids", default=None, callback=_task_ids,
+                     help="Comma-separated task ids within the split (part of the run id)."),
         click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Conversations in flight; a local model batches all their pending turns together."),
-        click.option("--temperature", type=click.FloatRange(min=0), default=default_temperature, show_default=True,
-                     help="Agent sampling temperature (0 = greedy)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Run seed; every branch derives its own."),
-        click.option("--max-steps", type=click.IntRange(min=1), default=15, show_default=True,
-                     help="Agent turns per conversation branch."),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
-        semantics_option,
+        search_option("temperature", preset),
+        search_option("seed", preset, type=int),
+        search_option("max_steps", preset),
+        search_option("max_new_tokens", preset),
+        search_option("semantics", preset),
         click.option("--run", "run_name", default=None, help="Name (or resume) this run; default: a settings hash."),
         multiwoz_option,
         warehouse_option,
         json_option,
     ]
 
-    def decorate(f):
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
             f = option(f)
         return f

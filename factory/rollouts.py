@@ -7,10 +7,10 @@ that were in flight; re-running the same command resumes it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,15 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import sql
 from factory import runs, warehouse
 from factory.errors import Interrupted, UserError
-from factory.models import default_agent, ensure_default_agent
 from factory.runs import RunSettings
-from search.backends import BackendError, backend_kind, load_backend
+from search.backends import backend_kind, engine_info, load_backend
 from search.backends.base import Backend, Request, SamplingParams
 from search.josh import RolloutResult, SearchConfig, branch_seed, run_rollout
-from search.runner import ToolRunner, run_all
+from search.runner import ToolRunner, max_batch, run_all
 from toolwoz import multiwoz, tables
 from toolwoz.rewards import paired_bootstrap
-from toolwoz.tasks import Task, check_split
+from toolwoz.tasks import Task, check_split, task_key
 from toolwoz.tools import ToolEnv
 from toolwoz.user_llm import LLMUser
 from toolwoz.user_rule import RuleUser
@@ -61,7 +60,7 @@ def select_tasks(env: ToolEnv, split: str, limit: int | None, task_ids: list[str
     check_split(split)
     chosen = sorted((t for t in env.tasks.values() if split in t.splits), key=lambda t: t.task_id)
     if task_ids:
-        wanted = {t if t.endswith(".json") else f"{t}.json" for t in task_ids}
+        wanted = {task_key(t) for t in task_ids}
         if unknown := wanted - {t.task_id for t in chosen}:
             raise UserError(f"tasks not in split {split}: {', '.join(sorted(unknown)[:5])}")
         chosen = [t for t in chosen if t.task_id in wanted]
@@ -85,24 +84,18 @@ def _user_factory(settings: RunSettings, user_backend: Backend | None) -> Callab
     return lambda task, sample: LLMUser(task.message, complete)
 
 
-def build_settings(kind: str, agent: str | None, search: SearchConfig, *, base_url: str | None, user: str,
-                   user_model: str | None, user_base_url: str | None, split: str, limit: int | None,
-                   task_ids: str | None, concurrency: int, multiwoz_path: str | None = None,
-                   warehouse_path: str | None = None) -> RunSettings:
-    """RunSettings from command-line values; without `agent`, the default tiny model (bootstrapped on first
-    use, with its teacher run written to `warehouse_path`)."""
-    if agent is None and warehouse_path is not None:
-        ensure_default_agent(multiwoz_path, warehouse_path)
-    agent = agent or default_agent()
+def build_settings(kind: str, agent: str, search: SearchConfig, *, split: str, base_url: str | None = None,
+                   user: str = "rule", user_model: str | None = None, user_base_url: str | None = None,
+                   limit: int | None = None, task_ids: Sequence[str] | None = None,
+                   concurrency: int = 16) -> RunSettings:
+    """RunSettings from command-line values; starts nothing (commands resolve the default agent first)."""
     kind_of_backend = backend_kind(agent)
     if search.protocol == "react" and kind_of_backend == "teacher":
         raise UserError("the teacher speaks the `tools` protocol only; drop --protocol react")
-    if kind_of_backend == "transformers" and Path(agent).is_absolute() and not Path(agent).exists():
-        raise UserError(f"no model folder at {agent}; run `factory model init` or pass --agent")
+    tasks = tuple(sorted({task_key(t) for t in task_ids})) if task_ids else None
     return RunSettings(kind=kind, agent=agent, backend=kind_of_backend, user=user, user_model=user_model,
-                       split=split, search=search, base_url=base_url, limit=limit,
-                       tasks=[t.strip() for t in task_ids.split(",") if t.strip()] if task_ids else None,
-                       concurrency=concurrency, extra={"user_base_url": user_base_url} if user_base_url else {})
+                       split=split, search=search, base_url=base_url, user_base_url=user_base_url, limit=limit,
+                       tasks=tasks, concurrency=concurrency)
 
 
 def rollout_id(run_id: str, task: Task, sample: int) -> str:
@@ -116,20 +109,21 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
         ensure_toolwoz(writer, multiwoz_path, console)
         env = load_env(writer)
         tasks = select_tasks(env, settings.split, settings.limit, settings.tasks)
-        try:
-            agent = load_backend(settings.agent, base_url=settings.base_url, rows=env.rows,
-                                 concurrency=settings.concurrency, max_batch=max(settings.concurrency, 1) * 8)
-            user_backend = None
-            if settings.user == "llm":
-                user_backend = load_backend(settings.user_model or "", base_url=settings.extra.get("user_base_url"),
-                                            rows=env.rows, concurrency=settings.concurrency)
-        except BackendError as e:
-            raise UserError(str(e)) from e
+        batch = max_batch(settings.concurrency, settings.search.beam)  # one generate per search step
+        agent = load_backend(settings.agent, base_url=settings.base_url, rows=env.rows,
+                             concurrency=settings.concurrency, max_batch=batch)
+        user_backend = None
+        if settings.user == "llm":
+            user_backend = load_backend(settings.user_model or "", base_url=settings.user_base_url, rows=env.rows,
+                                        concurrency=settings.concurrency, max_batch=batch)
+        if engine := engine_info(agent):  # vLLM's version, prefix caching, batch invariance: part of the run record
+            settings = dataclasses.replace(settings, engine=engine)
         run_id, done = runs.start(writer, settings, run_name)
         todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
         report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")
         if report.skipped:
-            console.print(f"resuming run {run_id}: {report.skipped} rollouts already committed")
+            left = f"; {len(todo)} to go" if todo else ": nothing left to run"
+            console.print(f"resuming run {run_id}: {report.skipped} rollouts already committed{left}")
         make_user = _user_factory(settings, user_backend)
         tools = ToolRunner(env)
         start = time.monotonic()
@@ -151,6 +145,9 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
 async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]], agent: Backend,
                make_user: Callable[[Task, int], Any], tools: ToolRunner, writer: warehouse.Writer,
                console: Console, report: RunReport) -> None:
+    if not todo:  # a resumed, finished run: no empty progress bar
+        await agent.aclose()
+        return
     rewards: list[float] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("mean reward {task.fields[reward]:.3f}"), TimeElapsedColumn())
@@ -185,8 +182,8 @@ def compare(warehouse_path: str, run_a: str, run_b: str, samples: int = 10_000, 
     stats = paired_bootstrap(reward_a, reward_b, samples=samples, seed=seed)
     return {"run_a": a, "run_b": b, "reward_a": round(sum(reward_a) / len(rows), 4),
             "reward_b": round(sum(reward_b) / len(rows), 4),
-            "success_a": round(sum(r >= 1 - 1e-6 for r in reward_a) / len(rows), 4),
-            "success_b": round(sum(r >= 1 - 1e-6 for r in reward_b) / len(rows), 4), **stats}
+            "success_a": round(sum(r[3] for r in rows) / len(rows), 4),  # is_success, in SQL
+            "success_b": round(sum(r[4] for r in rows) / len(rows), 4), **stats}
 
 
 def run_summary(view: str, warehouse_path: str, run_id: str) -> dict[str, Any]:

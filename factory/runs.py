@@ -1,17 +1,20 @@
 """Runs: identity, registration and resume.
 
-A run is named by `--run NAME` or, by default, by a hash of the settings that define its data (agent,
-user, split, protocol, semantics, search settings, seed). Re-running the same command therefore finds the
-same run and resumes it: tasks whose rollouts are committed are skipped. Settings that only change how
-much or how fast (`--limit`, `--concurrency`) are not part of the identity.
+A run is named by `--run NAME` or, by default, by a hash of the settings that define its data: agent, user,
+split and task selection (`--limit`, `--tasks`), protocol, semantics, search settings, seed. So a run id
+names exactly the tasks it covers, and re-running the same command finds the same run and resumes it: tasks
+whose rollouts are committed are skipped. Only `--concurrency` (how fast, not what) is left out.
+
+The hashed form is frozen (`identity`): run ids made before a setting was renamed stay the same, and a
+command without `--limit` / `--tasks` (the whole split) keeps the id it had before the selection was hashed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import duckdb
@@ -20,14 +23,19 @@ from factory import __version__
 from factory.errors import UserError
 from factory.warehouse import Writer
 from search.josh import SearchConfig
+from toolwoz.clock import utc_now
 from toolwoz.schemas import tool_schemas
 
-VOLATILE = ("limit", "concurrency", "tasks")
+# Settings added after run ids were first hashed: part of the identity only when set.
+_ADDED_LATER = ("engine",)
+# SearchConfig fields renamed since run ids were first hashed: new name -> (hashed name, the value meaning True).
+_HASHED_AS = {"seed_policy": ("distinct_seeds", "distinct"), "credit": ("credit_all", "all"),
+              "unrewarded": ("keep_unrewarded", "keep")}
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSettings:
-    """Everything a harvest or eval run is made of; recorded as `runs.config`."""
+    """Everything a harvest or eval run is made of; recorded as `runs.config` under these names (the flags')."""
 
     kind: str  # eval | harvest
     agent: str  # model path / Hub id, openai:MODEL, or teacher
@@ -36,27 +44,50 @@ class RunSettings:
     user_model: str | None
     split: str
     search: SearchConfig
-    base_url: str | None = None
-    limit: int | None = None
-    tasks: list[str] | None = None
-    concurrency: int = 16
-    extra: dict[str, Any] = field(default_factory=dict)
+    base_url: str | None = None  # the agent's endpoint (openai:)
+    user_base_url: str | None = None  # the llm user's endpoint (openai:)
+    limit: int | None = None  # the first N tasks of the split (after --tasks)
+    tasks: tuple[str, ...] | None = None  # only these task ids (`MUL0003.json` form, sorted)
+    concurrency: int = 16  # conversations in flight: not part of the identity
+    engine: dict[str, Any] | None = None  # the backend's engine when it matters to the tokens (vLLM's version...)
 
     def config(self) -> dict[str, Any]:
         data = asdict(self)
-        data["search"] = asdict(self.search)
+        data["tasks"] = list(self.tasks) if self.tasks is not None else None
         return data
 
-    def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in self.config().items() if k not in VOLATILE}
-
     def default_run_id(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.kind}-{digest}"
+        return f"{self.kind}-{digest(identity(self.config()))}"
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+def identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The hashed form of a run's `config` (today's names, or those of a run recorded before a rename)."""
+    search = dict(config.get("search") or {})
+    for name, (hashed, true_value) in _HASHED_AS.items():
+        if name in search:
+            search[hashed] = search.pop(name) == true_value
+    hashed_form = {k: v for k, v in config.items()
+                   if k not in ("search", "user_base_url", "limit", "tasks", "concurrency", "extra", *_ADDED_LATER)}
+    hashed_form["search"] = search
+    user_base_url = config.get("user_base_url") or (config.get("extra") or {}).get("user_base_url")
+    hashed_form["extra"] = {"user_base_url": user_base_url} if user_base_url else {}
+    for key in ("limit", "tasks", *_ADDED_LATER):  # unset, they hash as before they existed
+        if config.get(key) is not None:
+            hashed_form[key] = config[key]
+    return hashed_form
+
+
+def digest(hashed_form: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(hashed_form, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The settings (today's names) in which two hashed forms differ."""
+    names = {hashed: name for name, (hashed, _) in _HASHED_AS.items()} | {"extra": "user_base_url"}
+    top = [names.get(k, k) for k in {*old, *new} if k != "search" and old.get(k) != new.get(k)]
+    search_old, search_new = old.get("search", {}), new.get("search", {})
+    nested = [names.get(k, k) for k in {*search_old, *search_new} if search_old.get(k) != search_new.get(k)]
+    return sorted(top) + sorted(nested)
 
 
 def start(writer: Writer, settings: RunSettings, run_id: str | None) -> tuple[str, set[str]]:
@@ -66,10 +97,9 @@ def start(writer: Writer, settings: RunSettings, run_id: str | None) -> tuple[st
         row = con.execute("SELECT kind, config FROM runs WHERE run_id = ?", [run_id]).fetchall()
         done = {r[0] for r in con.execute("SELECT rollout_id FROM rollouts WHERE run_id = ?", [run_id]).fetchall()}
     if row:
-        kind, config = row[0][0], json.loads(row[0][1])
-        old = {k: v for k, v in config.items() if k not in VOLATILE}
-        if kind != settings.kind or old != settings.identity():
-            changed = sorted(k for k in {*old, *settings.identity()} if old.get(k) != settings.identity().get(k))
+        kind, old, new = row[0][0], identity(json.loads(row[0][1])), identity(settings.config())
+        if kind != settings.kind or old != new:
+            changed = _differences(old, new)
             raise UserError(f"run {run_id!r} exists with other settings ({', '.join(changed) or 'kind'} differ); "
                             "pass another --run or repeat its settings to resume it")
         writer.append({}, statements=[("UPDATE runs SET status = 'running', finished_at = NULL, config = ? "
@@ -77,7 +107,7 @@ def start(writer: Writer, settings: RunSettings, run_id: str | None) -> tuple[st
         return run_id, done
     cfg = settings.search
     writer.append({"runs": [{
-        "run_id": run_id, "kind": settings.kind, "created_at": _now(), "finished_at": None, "status": "running",
+        "run_id": run_id, "kind": settings.kind, "created_at": utc_now(), "finished_at": None, "status": "running",
         "config": json.dumps(settings.config()), "agent_model": settings.agent,
         "user_model": settings.user_model or settings.user, "backend": settings.backend, "protocol": cfg.protocol,
         "split": settings.split, "semantics": cfg.semantics, "beam_size": cfg.beam, "seed": cfg.seed,
@@ -89,7 +119,7 @@ def start(writer: Writer, settings: RunSettings, run_id: str | None) -> tuple[st
 def finish(writer: Writer, run_id: str, status: str) -> None:
     """Mark the run done / interrupted / failed."""
     writer.append({}, statements=[("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
-                                   [status, _now(), run_id])])
+                                   [status, utc_now(), run_id])])
 
 
 def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str) -> str:

@@ -16,7 +16,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import sql
 from factory import __version__, runs, warehouse
 from factory.errors import FactoryError, Interrupted, UserError, WarehouseBusy
 from factory.output import err
+from toolwoz.clock import utc_now
 
 FACTORY_JSON = "factory.json"
 
@@ -36,7 +37,7 @@ class TrainJob:
     recipe: Any  # train.recipes.Recipe, command-line overrides applied
     out_dir: Path
     warehouse_path: str
-    model: str | None = None  # folder or Hub id; None = the default tiny model
+    model: str  # folder or Hub id to start from (commands resolve the default model first)
     view: str | None = None  # None = the method's view
     run_ids: tuple[str, ...] = ()  # () = every harvest run
     view_params: dict[str, Any] = field(default_factory=dict)  # min_reward, drop_tool_errors
@@ -48,15 +49,12 @@ class TrainJob:
 
 def train_model(job: TrainJob) -> dict[str, Any]:
     """Check, load, train, save and record `job`; returns its summary (run id, rows, steps, losses, speed).
-    Raises UserError for data or settings that cannot work (before anything is written)."""
+    Raises UserError or TrainInputError for data or settings that cannot work (before anything is written)."""
     from train import recipes
     from train.recipes import TrainInputError
 
-    started = _now()
-    try:
-        recipes.check(job.recipe)  # e.g. the paper recipe on a CPU machine: refused before reading anything
-    except TrainInputError as e:
-        raise UserError(str(e)) from None
+    started = utc_now()
+    recipes.check(job.recipe)  # e.g. the paper recipe on a CPU machine: refused before reading anything
     method, recipe = job.method, job.recipe
     out_dir = _check_out(job.out_dir, job.force)
     model = resolve_model(job.model)
@@ -79,8 +77,8 @@ def train_model(job: TrainJob) -> dict[str, Any]:
         shutil.rmtree(out_dir)  # stale files (an old adapter_config.json) would change how the folder loads
     try:
         result = _fit(method, dataset, model, out_dir, recipe, job.seed, job.trainer_kwargs, run_id)
-    except TrainInputError as e:  # refused before any training step: nothing to record
-        raise UserError(str(e)) from None
+    except TrainInputError:  # refused before any training step: nothing to record
+        raise
     except KeyboardInterrupt:
         _record(**record, status="interrupted", config=config)
         raise Interrupted("training interrupted; nothing was saved to --out") from None
@@ -88,7 +86,7 @@ def train_model(job: TrainJob) -> dict[str, Any]:
         _record(**record, status="failed", config=config)
         raise
     manifest = {"run_id": run_id, "created_at": started.isoformat(" ", "seconds"),
-                "finished_at": _now().isoformat(" ", "seconds"), **config, "result": result,
+                "finished_at": utc_now().isoformat(" ", "seconds"), **config, "result": result,
                 "versions": _versions()}
     (out_dir / FACTORY_JSON).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     _record(**record, status="done", config={**config, "result": result})
@@ -114,35 +112,53 @@ def _check_out(out_dir: Path, force: bool) -> Path:
     return out_dir
 
 
-def resolve_model(model: str | None) -> str:
-    """A local model folder (absolute path) or a Hub id; exit 2 for a folder that does not exist."""
-    if model is None:
-        from factory.models import default_agent
+def resolve_model(model: str) -> str:
+    """A local model folder (absolute path) or a Hub id; see `check_model`."""
+    check_model(model)
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
-        path = Path(default_agent())
-        if not path.exists():
-            raise UserError(f"no default model at {path}; run `factory model init` or pass --model")
-        return str(path)
+
+def check_model(model: str) -> None:
+    """UserError unless `model` is an existing folder or a Hub id that is cached or that the Hub knows.
+
+    Asked before anything loads it: transformers would otherwise spend ~50 s retrying the Hub for a mistyped
+    folder name. One quick request (5 s timeout, no retries) unless HF_HUB_OFFLINE is set."""
     path = Path(model).expanduser()
     if path.exists():
-        return str(path.resolve())
+        return
     if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
-        raise UserError(f"no model folder at {model}; pass an existing folder or a Hub id (org/name) to --model")
-    return model
+        raise UserError(f"no model folder at {model}; pass an existing folder or a Hub id (org/name)")
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+
+    try:
+        if isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return
+    except HFValidationError:
+        raise UserError(f"no model folder at {model} and it is not a Hub id (org/name)") from None
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f"no model folder at {model}, and HF_HUB_OFFLINE is set with no cached copy of it")
+    try:
+        HfApi().model_info(model, timeout=5)
+    except RepositoryNotFoundError:
+        raise UserError(f"no model folder at {model}, and the Hub has no model {model}") from None
+    except Exception as e:  # gated or private repos answer 401/403: let from_pretrained use the token
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status not in (401, 403):
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"no model folder at {model}, no cached copy, and the Hub cannot be reached "
+                            f"({first}); pass an existing folder") from None
 
 
 def _load(method: str, view: str, params: dict[str, Any], run_ids: tuple[str, ...],
           warehouse_path: str) -> tuple[Any, Any, dict[str, Any]]:
     """The Dataset, what `train.data` says about it, and the view SQL / source runs for factory.json."""
     from train.data import load_view
-    from train.recipes import TrainInputError
 
     with warehouse.opened(warehouse_path, read_only=True) as con:
         resolved = [runs.resolve_run(con, r) for r in dict.fromkeys(run_ids)]
-        try:
-            dataset, info = load_view(con, view, method, params, resolved or None)
-        except TrainInputError as e:
-            raise UserError(str(e)) from None
+        dataset, info = load_view(con, view, method, params, resolved or None)
         ids = sorted(info.runs)
         source = con.execute("SELECT run_id, kind, split, agent_model FROM runs WHERE list_contains($ids, run_id) "
                              "ORDER BY run_id", {"ids": ids}).fetchall()
@@ -154,22 +170,18 @@ def _load(method: str, view: str, params: dict[str, Any], run_ids: tuple[str, ..
 
 def _view_sql(con: Any, view: str) -> dict[str, str]:
     """SQL of `view` and of every view it reads, by name (from sql/views/, else from the warehouse)."""
-    import sqlglot
-    from sqlglot import exp
-
-    files = {p.stem for p in (sql.ROOT / "views").glob("*.sql")}
+    files = sql.view_reads()
     found: dict[str, str] = {}
     todo = [view]
     while todo:
         name = todo.pop()
         if name in files:
-            text = sql.load(f"views/{name}")
-        else:
+            found[name], reads = sql.load(f"views/{name}"), set(files[name])
+        else:  # a view the user created in the warehouse
             rows = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = ?", [name]).fetchall()
-            text = rows[0][0] if rows else ""
-        found[name] = text
-        read = {t.name for t in sqlglot.parse_one(text, read="duckdb").find_all(exp.Table)} if text else set()
-        todo += sorted((read & files) - set(found) - set(todo))
+            found[name] = rows[0][0] if rows else ""
+            reads = sql.tables_read(found[name]) & set(files) if found[name] else set()
+        todo += sorted(reads - set(found) - set(todo))
     return found
 
 
@@ -232,7 +244,7 @@ def _record(warehouse_path: str, run_id: str, started: datetime, status: str, ou
             seed: int, wait_s: float = 600.0) -> None:
     """Append the `train` row to `runs`; waits (up to `wait_s`) while another command holds the writer lock."""
     splits = sorted({r["split"] for r in config["source_runs"] if r["split"]})
-    row = {"run_id": run_id, "kind": "train", "created_at": started, "finished_at": _now(), "status": status,
+    row = {"run_id": run_id, "kind": "train", "created_at": started, "finished_at": utc_now(), "status": status,
            "config": json.dumps(config, default=str), "agent_model": str(out_dir), "user_model": None,
            "backend": "transformers", "protocol": None, "split": ",".join(splits) or None, "semantics": None,
            "beam_size": None, "seed": seed, "code_version": __version__, "tools": None}
@@ -265,7 +277,3 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return found
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)

@@ -8,6 +8,8 @@ Concurrency model (measured in ../shared/notes/stack-checks.md §2): DuckDB allo
   about 20 ms), retrying while a reader holds it;
 - readers (`factory sql`) open read-only and retry briefly while a write session holds the file.
 Every write session is one transaction, so a rollout is either wholly visible or not at all.
+A writer migrates the schema and re-creates the macros and views only when the package's SQL files changed
+since they were made (`sql.fingerprint()`, recorded in `_factory_views`); otherwise opening costs one query.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import re
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
 
@@ -28,6 +29,7 @@ import pyarrow as pa
 
 import sql
 from factory.errors import NotBuilt, UserError, WarehouseBusy, WarehouseError
+from toolwoz.clock import utc_now
 
 DEFAULT_PATH = "warehouse.duckdb"
 _HOLDER = re.compile(r"Conflicting lock is held in (.*?)(?: \(PID (\d+)\))?\.? See also", re.S)
@@ -107,32 +109,38 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
         if path.stem in done:
             continue
         con.execute(path.read_text())
-        con.execute("INSERT INTO _factory_migrations VALUES (?, ?)", [path.stem, _now()])
+        con.execute("INSERT INTO _factory_migrations VALUES (?, ?)", [path.stem, utc_now()])
         applied.append(path.stem)
     return applied
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)create every view of `sql/views/` so the warehouse always has the current definitions."""
+    """(Re)create every macro of `sql/macros/` and view of `sql/views/`, so the warehouse has the current ones."""
     con.execute(sql.load("toolwoz/tasks"))  # views read `tasks`; `factory toolwoz build` fills it
+    for name in sql.macros():
+        con.execute(sql.load(f"macros/{name}"))
     for name in sql.views_in_order():
         con.execute(sql.load(f"views/{name}"))
 
 
-def prepare(con: duckdb.DuckDBPyConnection) -> None:
-    """Migrate and refresh views, in one transaction."""
-    con.execute("BEGIN TRANSACTION")
+def is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Were this warehouse's tables and views made from today's `sql/` files (`sql.fingerprint()`)?"""
     try:
+        found = con.execute("SELECT fingerprint FROM _factory_views").fetchall()
+    except duckdb.CatalogException:
+        return False
+    return found == [(sql.fingerprint(),)]
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> None:
+    """Migrate and refresh macros and views, in one transaction, unless they are current already."""
+    if is_current(con):
+        return
+    with sql.transaction(con):
         migrate(con)
         create_views(con)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+        con.execute("CREATE OR REPLACE TABLE _factory_views (fingerprint VARCHAR, created_at TIMESTAMP)")
+        con.execute("INSERT INTO _factory_views VALUES (?, ?)", [sql.fingerprint(), utc_now()])
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -149,11 +157,21 @@ def _value(text: str) -> Any:
     return text
 
 
-def run_query(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, str]) -> pa.Table | None:
-    """Set the view parameters as DuckDB variables, run the query, return its rows (None for no result)."""
-    for name, value in params.items():
+def check_parameters(query: str, params: Mapping[str, Any]) -> None:
+    """UserError for a `-p` name that neither a view nor the query reads (a typo would be ignored silently)."""
+    known = sql.view_parameters() | sql.variables_read(query)
+    for name in params:
         if not name.isidentifier():
             raise UserError(f"parameter name {name!r} is not an identifier")
+        if name not in known:
+            raise UserError(f"unknown parameter {name!r}; the views read {', '.join(sorted(sql.view_parameters()))} "
+                            "(a query reads its own with getvariable('NAME'))")
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, str]) -> pa.Table | None:
+    """Set the view parameters as DuckDB variables, run the query, return its rows (None for no result)."""
+    check_parameters(query, params)
+    for name, value in params.items():
         con.execute(f"SET VARIABLE {name} = $value", {"value": _value(value)})  # name checked above
     try:
         relation = con.sql(query)
@@ -192,7 +210,8 @@ class Writer:
                                 "wait for it to finish or pass another --warehouse") from None
         lock.seek(0)
         lock.truncate()
-        lock.write(json.dumps({"pid": os.getpid(), "command": self.command, "since": _now().isoformat(" ", "seconds")}))
+        since = utc_now().isoformat(" ", "seconds")
+        lock.write(json.dumps({"pid": os.getpid(), "command": self.command, "since": since}))
         lock.flush()
         self._lock = lock
         with self.session() as con:
@@ -229,21 +248,15 @@ class Writer:
     def append(self, tables: Mapping[str, pa.Table | list[dict[str, Any]]], *,
                statements: list[tuple[str, Any]] = ()) -> None:
         """Insert every table's rows (by column name) and run `statements`, all in ONE transaction."""
-        with self.session() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for name, rows in tables.items():
-                    table = rows if isinstance(rows, pa.Table) else to_arrow(rows)
-                    if table.num_rows:
-                        con.register("_factory_rows", table)
-                        con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _factory_rows")  # name: ours
-                        con.unregister("_factory_rows")
-                for statement, params in statements:
-                    con.execute(statement, params)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        with self.session() as con, sql.transaction(con):
+            for name, rows in tables.items():
+                table = rows if isinstance(rows, pa.Table) else to_arrow(rows)
+                if table.num_rows:
+                    con.register("_factory_rows", table)
+                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _factory_rows")  # name: ours
+                    con.unregister("_factory_rows")
+            for statement, params in statements:
+                con.execute(statement, params)
 
 
 def to_arrow(rows: list[dict[str, Any]]) -> pa.Table:

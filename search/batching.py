@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from typing import Callable, Generic, Sequence, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -82,13 +82,3 @@ class MicroBatcher(Generic[In, Out]):
             else:
                 quiet += 1
 
-
-async def gather_limited(coros: Sequence[Awaitable[Out]], limit: int) -> list[Out]:
-    """`asyncio.gather` with at most `limit` awaitables running at once."""
-    semaphore = asyncio.Semaphore(max(limit, 1))
-
-    async def guarded(coro: Awaitable[Out]) -> Out:
-        async with semaphore:
-            return await coro
-
-    return await asyncio.gather(*(guarded(c) for c in coros))

@@ -19,15 +19,16 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Awaitable, Protocol as TypingProtocol
 
 from search.agent import PROTOCOLS, RunTools, Turn, agent_turn
 from search.backends.base import Backend, Message, SamplingParams
+from toolwoz.clock import utc_now
 from toolwoz.rewards import Goal, goals_met
+from toolwoz.schemas import END_CONVERSATION
 from toolwoz.tasks import Task
 
-END_CONVERSATION = "END_CONVERSATION"
 COLLAPSE_POLICIES = ("first", "fewest-tokens", "random")
 
 
@@ -39,21 +40,52 @@ class User(TypingProtocol):
 
 @dataclass(frozen=True)
 class SearchConfig:
-    beam: int = 8  # live leaves at most; 1 = a single conversation (evaluation)
-    max_steps: int = 15  # agent turns per branch (reference: 15 for ToolWOZ)
-    max_calls_per_turn: int = 3
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    collapse: str = "first"  # which rewarded leaf the tree collapses onto
-    semantics: str = "fixed"
-    protocol: str = "tools"
-    seed: int = 0
-    distinct_seeds: bool = True  # False = the reference: every sibling samples with the same seed
-    credit_all: bool = True  # False = the reference: only the first goal of the target's turn is credited
-    finish_dialogue: bool = False  # keep going after the last goal until the user ends the conversation
-    keep_unrewarded: bool = True  # False = the reference: drop the branches grown after the last collapse
-    serial: bool = False  # True = the reference's schedule: step one leaf at a time (benchmarks)
+    """How one rollout searches. The field names are the `factory harvest` / `factory eval` flags
+    (`seed_policy` is `--seed-policy`) and what `factory runs show` prints; click takes each flag's help from
+    the field's metadata. Named presets below: HARVEST (the defaults), EVALUATION, and the PARITY overrides."""
+
+    # -- the tree
+    beam: int = field(default=8, metadata={"help": "Live branches per task (1 -> 2 -> 4 -> ... up to BEAM)."})
+    max_steps: int = field(default=15, metadata={"help": "Agent turns per conversation branch."})
+    max_calls_per_turn: int = field(default=3, metadata={"help": "Tool calls the agent may make in one turn."})
+    collapse: str = field(default="first", metadata={
+        "help": "Which rewarded branch the tree collapses onto (`first` = the reference)."})
+    # -- sampling
+    temperature: float = field(default=1.0, metadata={"help": "Agent sampling temperature (0 = greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Agent nucleus sampling threshold."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Tokens the agent may generate per model call."})
+    seed: int = field(default=0, metadata={"help": "Run seed; every branch derives its own."})
+    seed_policy: str = field(default="distinct", metadata={
+        "help": "`distinct`: a recorded seed per branch; `shared`: every sibling the same (the reference)."})
+    # -- environment and protocol
+    semantics: str = field(default="fixed", metadata={
+        "help": "Tool and reward semantics: `fixed` (ours) or `parity` (the reference exactly)."})
+    protocol: str = field(default="tools", metadata={
+        "help": "Agent protocol: native tool calls, or the reference's PLAN/APICALL/SPEAK text."})
+    # -- what counts and what is kept
+    credit: str = field(default="all", metadata={
+        "help": "Credit every goal the target's turn met, or only the first (the reference)."})
+    finish_dialogue: bool = field(default=False, metadata={
+        "help": "After the last goal, let the user close the conversation."})
+    unrewarded: str = field(default="keep", metadata={
+        "help": "Store the branches grown after the last collapse (negative evidence) or drop them (the reference)."})
+    serial: bool = field(default=False, metadata={
+        "help": "Step one branch at a time, one task at a time: the reference's schedule (benchmarks)."})
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"SearchConfig.{name} must be one of {', '.join(allowed)}, "
+                                 f"not {getattr(self, name)!r}")
+        if self.beam < 1 or self.max_steps < 1:
+            raise ValueError("SearchConfig.beam and max_steps must be at least 1")
+
+
+CHOICES = {"collapse": COLLAPSE_POLICIES, "seed_policy": ("distinct", "shared"), "credit": ("all", "first"),
+           "unrewarded": ("keep", "drop"), "semantics": ("fixed", "parity"), "protocol": tuple(PROTOCOLS)}
+HARVEST = SearchConfig()  # JOSH: beam 8, temperature 1, stop once every goal is met
+EVALUATION = SearchConfig(beam=1, temperature=0.0, finish_dialogue=True)  # one greedy conversation per task
+PARITY = {"semantics": "parity", "seed_policy": "shared", "credit": "first", "unrewarded": "drop"}  # the reference
 
 
 @dataclass
@@ -110,17 +142,11 @@ def branch_seed(run_seed: int, task_id: str, sample: int, node_id: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 class Rollout:
     """One JOSH search (or, at beam 1, one conversation) over one task."""
 
     def __init__(self, task: Task, agent: Backend, user: User, run_tools: RunTools, config: SearchConfig,
                  *, rollout_id: str, run_id: str, sample: int = 0):
-        if config.collapse not in COLLAPSE_POLICIES:
-            raise ValueError(f"collapse must be one of {COLLAPSE_POLICIES}")
         self.task, self.agent, self.user, self.run_tools, self.cfg = task, agent, user, run_tools, config
         self.protocol = PROTOCOLS[config.protocol]()
         self.rollout_id, self.run_id, self.sample = rollout_id, run_id, sample
@@ -132,7 +158,7 @@ class Rollout:
 
     def _new_node(self, parent: Node | None, step: int) -> Node:
         node_id = len(self.nodes)
-        seed_id = node_id if self.cfg.distinct_seeds else 0
+        seed_id = node_id if self.cfg.seed_policy == "distinct" else 0
         node = Node(node_id, parent, step, branch_seed(self.cfg.seed, self.task.task_id, self.sample, seed_id))
         if parent is not None:
             parent.children.append(node)
@@ -194,7 +220,7 @@ class Rollout:
                 n.is_successful = True
         for n in target.path:
             n.is_golden = True
-        gained = target.matched if self.cfg.credit_all else target.matched[:1]
+        gained = target.matched if self.cfg.credit == "all" else target.matched[:1]
         self.credited += [(target, g) for g in gained]
         self.open_goals = [g for g in self.open_goals if g not in gained]
         for leaf in self.live_leaves():
@@ -202,7 +228,7 @@ class Rollout:
                 leaf.end("pruned")
 
     async def run(self) -> RolloutResult:
-        started = _now()
+        started = utc_now()
         root = self._new_node(None, 0)
         root.messages.append({"role": "system", "content": self.protocol.system_prompt()})
         root.stats.append({})
@@ -243,12 +269,12 @@ class Rollout:
             "end_reason": end_reason if not (errors and len(self.nodes) <= 2) else "error",
             "prompt_tokens": sum(n.turn.prompt_tokens for n in self.nodes),
             "completion_tokens": sum(n.turn.completion_tokens for n in self.nodes),
-            "started_at": started, "finished_at": _now(), "error": errors[0] if errors else None,
+            "started_at": started, "finished_at": utc_now(), "error": errors[0] if errors else None,
         }
         credited = {(n.node_id, g) for n, g in self.credited}
         nodes, messages, calls, rewards = [], [], [], []
         kept = self.nodes
-        if not self.cfg.keep_unrewarded:  # the reference never stores the tree grown after the last collapse
+        if self.cfg.unrewarded == "drop":  # the reference never stores the tree grown after the last collapse
             last = max((n.step for n, _ in self.credited), default=0)
             kept = [n for n in self.nodes if n.step <= last or n.is_golden]
         for n in kept:
@@ -278,7 +304,7 @@ async def run_rollout(task: Task, agent: Backend, user: User, run_tools: RunTool
     try:
         return await rollout.run()
     except Exception as e:  # a bad rollout is data: keep what the tree has and say why it stopped
-        result = rollout._result(_now(), "error")
+        result = rollout._result(utc_now(), "error")
         result.rollout.update(status="failed", error=f"{type(e).__name__}: {e}")
         return result
 

@@ -10,6 +10,12 @@ from search.josh import RolloutResult
 from toolwoz.tools import ToolCall, ToolEnv, ToolRequest
 
 
+def max_batch(concurrency: int, beam: int) -> int:
+    """Rows per batched model call for `concurrency` rollouts in flight: each has at most `beam` live leaves
+    waiting on the model, so every step of a harvest is ONE `generate` (the product and bench/harvest.py)."""
+    return max(concurrency, 1) * max(beam, 1)
+
+
 class ToolRunner:
     """Async tool execution: the calls of every rollout that are pending together go as one `call_many`."""
 

@@ -17,6 +17,7 @@ import duckdb
 import pytest
 
 from toolwoz import multiwoz, tables
+from toolwoz.corpus import build_corpus
 from toolwoz.tools import ToolEnv
 from train import tiny_model
 
@@ -65,7 +66,8 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 def model_dir(env, tmp_path_factory) -> Path:
     tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[:200]
     rows = {d: r[:500] for d, r in env.rows.items()}
-    return tiny_model.init_model(tmp_path_factory.mktemp("backends") / "tiny", rows, tasks, vocab_size=2000)
+    return tiny_model.init_model(tmp_path_factory.mktemp("backends") / "tiny", build_corpus(rows, tasks),
+                                 vocab_size=2000)
 
 
 @pytest.fixture(scope="session")

@@ -263,6 +263,60 @@ def test_unreachable_endpoint_is_a_completion_error():
         assert c.message == {"role": "assistant", "content": ""}
 
 
+def test_a_server_without_auto_tool_choice_gets_tool_choice_none():
+    """A plain `vllm serve` refuses the implied tool_choice "auto" with a 400; the backend asks again with
+    "none" (tools still rendered, calls come back as text) and keeps asking that way."""
+    import http.server
+    import threading
+
+    from search.backends.openai import OpenAIBackend
+
+    bodies: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append(body)
+            if body.get("tool_choice") != "none":
+                status, reply = 400, {"error": {"message": '"auto" tool choice requires --enable-auto-tool-choice '
+                                                           'and --tool-call-parser to be set', "code": 400}}
+            else:
+                text = '<tool_call>{"name": "search_train", "arguments": {"day": "monday"}}</tool_call>'
+                status, reply = 200, {"choices": [{"message": {"role": "assistant", "content": text},
+                                                   "finish_reason": "stop"}],
+                                      "usage": {"prompt_tokens": 40, "completion_tokens": 12}}
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = OpenAIBackend("tiny", f"http://127.0.0.1:{server.server_address[1]}/v1", retries=0)
+
+    async def run():
+        try:
+            return [await client.complete(_request(seed=s)) for s in range(2)]
+        finally:
+            await client.aclose()
+
+    try:
+        completions = asyncio.run(run())
+    finally:
+        server.shutdown()
+    for c in completions:
+        assert c.error is None and c.completion_tokens == 12
+        (call,) = c.message["tool_calls"]
+        assert call["function"]["name"] == "search_train"
+    assert [b.get("tool_choice") for b in bodies] == [None, "none", "none"]
+    assert all(b["tools"] for b in bodies)
+
+
 @pytest.mark.slow
 def test_openai_backend_against_transformers_serve(openai_server):
     from search.backends.openai import OpenAIBackend

@@ -101,7 +101,7 @@ def test_parity_harvest_records_the_resolved_settings(wh):
     assert result.returncode == 0, result.stderr
     config = json.loads(query(wh, "select config from runs")[0][0])
     assert config["search"]["semantics"] == "parity"
-    assert config["search"]["distinct_seeds"] is False and config["search"]["credit_all"] is False
-    assert config["search"]["keep_unrewarded"] is False
+    # recorded under the flags' names: --seed-policy shared, --credit first, --unrewarded drop
+    assert {"seed_policy": "shared", "credit": "first", "unrewarded": "drop"}.items() <= config["search"].items()
     assert query(wh, "select semantics from runs") == [("parity",)]
     assert query(wh, "select distinct semantics from tool_calls where ok") == [("parity",)]

@@ -56,6 +56,9 @@ def test_params_stdin_and_file(wh, tmp_path):
     f = tmp_path / "q.sql"
     f.write_text("select count(*) as n from runs")
     assert json.loads(run("sql", "-f", str(f), "--format", "json", "-w", str(wh)).stdout) == [{"n": 2}]
+    assert json.loads(run("sql", "-f", str(f), "--json", "-w", str(wh)).stdout) == [{"n": 2}]  # the short form
+    own = run("sql", "select getvariable('mine') as v", "-p", "mine", "7", "--json", "-w", str(wh))
+    assert json.loads(own.stdout) == [{"v": 7}]  # a variable the query itself reads is known
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -64,6 +67,8 @@ def test_params_stdin_and_file(wh, tmp_path):
     (["create table x (a int)"], "read-only"),
     (["select 1", "--format", "parquet"], "needs -o FILE"),
     (["select 1", "-p", "bad name", "1"], "not an identifier"),
+    (["select count(*) from sft", "-p", "min_rewrad", "0.5"], "unknown parameter 'min_rewrad'"),
+    (["select 1", "--json", "--format", "csv"], "contradict"),
 ])
 def test_bad_sql_is_one_line_exit_2(wh, args, fragment):
     result = run("sql", *args, "-w", str(wh))
@@ -91,6 +96,18 @@ def test_runs_list_show_delete(wh):
     assert con.execute("select run_id from runs").fetchall() == [("eval-b",)]
     con.close()
     assert "unknown run" in one_line_error(run("runs", "show", "eval-a", "-w", str(wh)))
+
+
+def test_tables_fit_the_terminal_and_never_cut_ids(wh):
+    """100 columns: a wide result turns into one block per row; run ids and column names stay whole."""
+    narrow = run("sql", "select * from eval_summary", "-w", str(wh), env={"COLUMNS": "100"})
+    assert narrow.returncode == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert max(map(len, lines)) <= 100 and "…" not in narrow.stdout
+    assert any("run_id" in line and "eval-a" in line for line in lines)
+    assert any("average_reward" in line and "0.5" in line for line in lines)
+    wide = run("sql", "select run_id, average_reward from eval_summary", "-w", str(wh))
+    assert "┃ run_id" in wide.stdout and "eval-b" in wide.stdout
 
 
 def test_csv_writes_nested_columns_as_json(wh):

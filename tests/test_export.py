@@ -157,6 +157,15 @@ def test_bad_inputs_exit_2(harvested, tmp_path):
         f"Error: --out {taken} is not empty; pass --force to replace its README.md and data/"
     assert export(harvested, "sft", "--out", str(taken), "--force").returncode == 0
     assert sorted(p.name for p in taken.iterdir()) == ["README.md", "data", "notes.txt"]
+    # --force replaces only what an export wrote: its card and its shards, never another file under data/
+    (taken / "data" / "mine.parquet").write_bytes(b"not ours")
+    assert export(harvested, "sft", "--out", str(taken), "--force", "--shard-rows", "4").returncode == 0
+    shards = sorted(p.name for p in (taken / "data").iterdir())
+    assert "mine.parquet" in shards and all(n == "mine.parquet" or n.endswith("-of-00003.parquet") for n in shards)
+    (taken / "README.md").write_text("# my own notes\n")
+    foreign = export(harvested, "sft", "--out", str(taken), "--force")
+    assert foreign.returncode == 2 and "did not write" in one_line_error(foreign)
+    assert (taken / "README.md").read_text() == "# my own notes\n"
 
     no_token = export(harvested, "sft", "--out", str(tmp_path / "y"), "--push", "user/ds")
     assert no_token.returncode == 2

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from search.backends.base import Completion, Request
-from search.josh import SearchConfig, run_rollout
-from search.runner import ToolRunner
+from search.batching import MicroBatcher
+from search.josh import PARITY, SearchConfig, run_rollout
+from search.runner import ToolRunner, max_batch, run_all
 from toolwoz.audit import fixed_oracle_calls
 
 
@@ -142,8 +143,7 @@ def test_parity_preset_shares_seeds_credits_first_goal_and_drops_unrewarded(env)
     truth = task.ground_truth["hotel"]["success"]
     parity_calls = [("search_hotel", {k: v for k, v in truth["search_hotel"]["parameters"].items() if v}),
                     ("book_hotel", truth["book_hotel"]["parameters"])]
-    reference = SearchConfig(beam=4, max_steps=3, seed=5, semantics="parity", distinct_seeds=False,
-                             credit_all=False, keep_unrewarded=False)
+    reference = SearchConfig(beam=4, max_steps=3, seed=5, **PARITY)
     result = asyncio.run(run_rollout(task, TwoGoalAgent(parity_calls), EchoUser(10), ToolRunner(env), reference,
                                      rollout_id="r", run_id="run"))
     nodes = result.nodes
@@ -162,3 +162,40 @@ def test_parity_preset_shares_seeds_credits_first_goal_and_drops_unrewarded(env)
         ["book_hotel", "search_hotel"]
     assert len({n["seed"] for n in fixed.nodes if n["parent_id"] == 0}) == 2
     assert fixed.rollout["n_nodes"] > result.rollout["n_nodes"]
+
+
+class BatchedTalker:
+    """Always just talks (one model call per leaf per step), through the same MicroBatcher a local model uses,
+    and records the size of every batch it runs."""
+
+    name = "talker"
+
+    def __init__(self, max_batch: int):
+        self.batches: list[int] = []
+        self.batcher = MicroBatcher(self._run, max_batch=max_batch, in_thread=False)
+
+    def _run(self, requests: list[Request]) -> list[Completion]:
+        self.batches.append(len(requests))
+        return [Completion({"role": "assistant", "content": "ok"}, completion_tokens=1) for _ in requests]
+
+    async def complete(self, request: Request) -> Completion:
+        return await self.batcher.submit(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_wide_beam_is_one_batch_per_step(env):
+    """`--beam 16` with 3 rollouts in flight: the product's batch size holds every live leaf of a step."""
+    tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[:3]
+    config = SearchConfig(beam=16, max_steps=5)
+
+    def harvest(cap: int) -> list[int]:
+        agent = BatchedTalker(cap)
+        jobs = [lambda t=t: run_rollout(t, agent, EchoUser(10), ToolRunner(env), config, rollout_id=t.task_id,
+                                        run_id="r") for t in tasks]
+        asyncio.run(run_all(jobs, concurrency=len(tasks), on_result=lambda result: None))
+        return agent.batches
+
+    assert harvest(max_batch(len(tasks), config.beam)) == [6, 12, 24, 48, 48]  # leaves: 2, 4, 8, 16, 16 each
+    assert len(harvest(len(tasks) * 8)) == 7  # the old cap (concurrency x 8) split the last two steps

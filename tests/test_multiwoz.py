@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import socket
 import threading
 import zipfile
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run
 from toolwoz import multiwoz
 from toolwoz.errors import DataError
 
@@ -179,6 +181,29 @@ def test_env_beats_cache(monkeypatch, tmp_path, home, mw):
     got = multiwoz.load()
     assert got.source == str(from_env) != str(cache)
     assert len(got.dialogues) == 20
+
+
+def test_a_remembered_path_beats_the_cache_not_the_env(monkeypatch, tmp_path, home, mw):
+    """`--multiwoz PATH` on one command (`factory toolwoz build`) is found by the next ones without it."""
+    cache = _write_folder(home / "multiwoz", _files(_subset(mw, 10)))
+    given = _write_folder(tmp_path / "given", _files(_subset(mw, 20)))
+    multiwoz.remember(given)
+    assert (home / "multiwoz-path").read_text().strip() == str(given)
+    assert multiwoz.resolve() == given and len(multiwoz.load().dialogues) == 20
+    from_env = _write_folder(tmp_path / "env", _files(_subset(mw, 5)))
+    monkeypatch.setenv("FACTORY_MULTIWOZ", str(from_env))
+    assert multiwoz.resolve() == from_env
+    monkeypatch.delenv("FACTORY_MULTIWOZ")
+    shutil.rmtree(given)  # a remembered folder that is gone is skipped
+    assert multiwoz.remembered() is None and multiwoz.resolve() == cache
+
+
+def test_the_cli_remembers_the_multiwoz_path(home, tmp_path, mw):
+    given = _write_folder(tmp_path / "given", _files(_subset(mw, 10)))
+    result = run("toolwoz", "build", "--multiwoz", str(given), "-w", str(tmp_path / "w.duckdb"),
+                 env={"FACTORY_HOME": str(home), "FACTORY_MULTIWOZ": ""})
+    assert result.returncode == 0, result.stderr
+    assert multiwoz.remembered() == given
 
 
 def test_cache_beats_download(monkeypatch, home, mw, server):

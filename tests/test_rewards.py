@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolwoz.rewards import average_reward, episode_reward, goal_met, goals_met, success_rate
+from toolwoz.rewards import episode_reward, goal_met, goals_met
 from toolwoz.tasks import Task
 from toolwoz.tools import PARITY_INVALID, ErrorKind, ToolCall, ToolEnv
 
@@ -209,17 +209,6 @@ def test_a_call_for_another_task_never_counts(hand) -> None:
                      task_id="r_search")
     assert goal_met(HAND_TASKS["r_search"], R_SEARCH, call)
     assert not goal_met(HAND_TASKS["r_book"], R_SEARCH, call)
-
-
-# -- metrics -------------------------------------------------------------------------------------------------
-
-def test_average_reward_and_success_rate() -> None:
-    assert average_reward([1.0, 0.5, 0.0]) == 0.5
-    assert average_reward([1 / 3] * 3) == 0.3333
-    assert average_reward([]) == 0.0 and success_rate([]) == 0.0
-    assert success_rate([1.0, 0.9999999, 0.5]) == 0.6667  # isclose(rel 1e-6) counts 0.9999999
-    assert success_rate([0.999, 1.0]) == 0.5
-    assert success_rate([1.0] * 7) == 1.0
 
 
 # -- episode reward on real tasks ----------------------------------------------------------------------------

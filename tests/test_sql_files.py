@@ -1,8 +1,9 @@
 """Every SQL file of the project parses as DuckDB SQL and names what it holds.
 
-A file under `sql/toolwoz/`, `sql/views/` or `sql/queries/` holds one statement named after the file. A
-migration (`sql/schema/NNNN_*.sql`) is the one kind of file that holds several statements: its header names the
-migration and every statement is a CREATE preceded by a comment naming its table.
+A file under `sql/toolwoz/`, `sql/views/`, `sql/macros/` or `sql/queries/` holds one statement named after the file;
+one under `sql/maintenance/` one UPDATE (a step `make` runs on a finished warehouse). A migration
+(`sql/schema/NNNN_*.sql`) is the one kind of file that holds several statements: its header names the migration
+and every statement is a CREATE preceded by a comment naming its table.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def test_sql_file_is_one_named_statement(path: Path) -> None:
     if isinstance(statement, exp.Create):
         assert statement.this.find(exp.Table).name == path.stem
         assert header["name"] == qualified_name(statement)
+    elif path.parent.name == "maintenance":
+        assert isinstance(statement, exp.Update) and header["name"] == path.stem
     else:  # a named query: the header names the file
         assert isinstance(statement, exp.Query)
         assert header["name"] == path.stem

@@ -15,14 +15,10 @@ from toolwoz.errors import UnknownSplit
 from toolwoz.multiwoz import MultiWOZ
 from toolwoz.query import load_rows, run_many
 from toolwoz.schemas import API_DEFS, DOMAINS, EXCLUDED_DOMAINS
-from toolwoz.tasks import SPLITS, TEST_HEAD, check_split, derive_tasks
+from toolwoz.tasks import SPLITS, TEST_HEAD, check_split, derive_tasks, task_key
 
 # Reference §3.2: spellings that mean "no constraint".
 EMPTY = {"", "dont care", "don't care", "dontcare", "do n't care", "not mentioned"}
-
-
-def _with_suffix(i: str) -> str:
-    return i if i.endswith(".json") else f"{i}.json"
 
 
 def _toolwoz_ids(mw: MultiWOZ) -> list[str]:
@@ -66,8 +62,8 @@ def _identity(domain: str, row: dict) -> tuple:
 def test_split_counts_follow_the_reference_rules(mw, env):
     ids = _toolwoz_ids(mw)
     assert sorted(env.tasks) == ids
-    test_list = {_with_suffix(i) for i in mw.test_ids}
-    val_list = {_with_suffix(i) for i in mw.val_ids}
+    test_list = {task_key(i) for i in mw.test_ids}
+    val_list = {task_key(i) for i in mw.val_ids}
     splits = _by_split(env)
 
     test_full = sorted(set(ids) & test_list)
@@ -89,7 +85,7 @@ def test_split_counts_follow_the_reference_rules(mw, env):
 
 
 def test_split_counts_of_the_shared_copy(mw, env):
-    if not set(mw.dialogues) <= {_with_suffix(i) for i in (*mw.test_ids, *mw.val_ids)}:
+    if not set(mw.dialogues) <= {task_key(i) for i in (*mw.test_ids, *mw.val_ids)}:
         pytest.skip("not the shared test+val copy of MultiWOZ")
     counts = {name: len(ids) for name, ids in _by_split(env).items()}
     # 1999 dialogues (1000 test + 999 val); 401 have a taxi, police or hospital goal.

@@ -10,21 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from search.backends.parsing import parse_assistant
+from toolwoz.corpus import build_corpus
 from toolwoz.schemas import tool_schemas
 from train import tiny_model
 
 VOCAB = 2000  # small and quick; the default is tiny_model.DEFAULT_VOCAB
 
 
-def _subset(env, n_tasks: int = 200, n_rows: int = 500):
+def _corpus(env, n_tasks: int = 200, n_rows: int = 500) -> list[str]:
     tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[:n_tasks]
-    return {d: rows[:n_rows] for d, rows in env.rows.items()}, tasks
+    return build_corpus({d: rows[:n_rows] for d, rows in env.rows.items()}, tasks)
 
 
 @pytest.fixture(scope="module")
 def model_dir(env, tmp_path_factory) -> Path:
-    rows, tasks = _subset(env)
-    return tiny_model.init_model(tmp_path_factory.mktemp("tiny") / "model", rows, tasks, vocab_size=VOCAB, seed=0)
+    return tiny_model.init_model(tmp_path_factory.mktemp("tiny") / "model", _corpus(env), vocab_size=VOCAB, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,6 @@ def test_corpus_too_small_for_the_vocab_is_an_error():
         tiny_model.train_tokenizer(["search_train(leaveAt)", "book a table"], vocab_size=2000)
 
 
-def test_default_model_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("FACTORY_HOME", str(tmp_path))
-    assert tiny_model.default_model_dir() == tmp_path / "models" / "tiny-toolwoz"
-
-
 def test_template_renders_tools_compactly_and_calls(tok):
     text = tok.apply_chat_template(CONVERSATION[:2], tools=tool_schemas(), tokenize=False, add_generation_prompt=True)
     assert "search_train(leaveAt, destination, day, arriveBy, departure)\n" in text
@@ -124,9 +119,9 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(tok):
 
 
 def test_same_seed_gives_identical_files(env, model_dir, tmp_path):
-    rows, tasks = _subset(env)
-    again = tiny_model.init_model(tmp_path / "again", rows, tasks, vocab_size=VOCAB, seed=0)
-    other = tiny_model.init_model(tmp_path / "other", rows, tasks, vocab_size=VOCAB, seed=1)
+    corpus = _corpus(env)
+    again = tiny_model.init_model(tmp_path / "again", corpus, vocab_size=VOCAB, seed=0)
+    other = tiny_model.init_model(tmp_path / "other", corpus, vocab_size=VOCAB, seed=1)
     names = sorted(p.name for p in model_dir.iterdir())
     assert names == sorted(p.name for p in again.iterdir())
     for name in names:

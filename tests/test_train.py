@@ -31,8 +31,8 @@ def home(tmp_path_factory) -> dict:
     w = str(root / "w.duckdb")
     for args in (["harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", "6", "-w", w],
                  ["model", "init"],
-                 ["harvest", "--split", "val_harvest", "--limit", "2", "--beam", "4", "--max-steps", "3",
-                  "--max-new-tokens", "16", "-w", w],
+                 ["harvest", "--agent", str(root / "home" / "models" / "tiny-toolwoz"), "--split", "val_harvest",
+                  "--limit", "2", "--beam", "4", "--max-steps", "3", "--max-new-tokens", "16", "-w", w],
                  ["eval", "--agent", "teacher", "--split", "test", "--limit", "1", "-w", w]):
         result = run(*args, env=env, cwd=root)
         assert result.returncode == 0, result.stderr[-2000:]

@@ -11,8 +11,9 @@ import duckdb
 import pytest
 
 import sql
-from factory import warehouse
+from factory import rollouts, warehouse
 from factory.errors import UserError, WarehouseBusy
+from tests.conftest import query
 
 TABLES = {"runs", "rollouts", "nodes", "messages", "tool_calls", "rewards", "tasks", "_factory_migrations"}
 
@@ -30,6 +31,45 @@ def test_writer_creates_schema_and_views_once(tmp_path):
     assert TABLES <= names
     assert set(sql.views_in_order()) <= views
     assert migrations == [("0001_warehouse",)]
+
+
+def test_a_current_warehouse_is_not_prepared_again(tmp_path):
+    """Opening a writer costs one query once the views are current; changed SQL files re-create them."""
+    path = tmp_path / "w.duckdb"
+    with warehouse.Writer(path, "test"):
+        pass
+    con = duckdb.connect(str(path))
+    assert con.execute("SELECT fingerprint FROM _factory_views").fetchall() == [(sql.fingerprint(),)]
+    con.execute("DROP VIEW harvest_summary")  # a mark: a writer that re-created the views would restore it
+    con.close()
+    with warehouse.Writer(path, "test"):
+        pass
+    views = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'harvest_summary'"
+    assert query(path, views) == [(0,)]
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE _factory_views SET fingerprint = 'older sql files'")  # as if the package's SQL changed
+    con.close()
+    with warehouse.Writer(path, "test"):
+        pass
+    assert query(path, views) == [(1,)]
+    assert query(path, "SELECT fingerprint FROM _factory_views") == [(sql.fingerprint(),)]
+
+
+def test_one_definition_of_success(tmp_path):
+    """`is_success` (sql/macros) decides 100% Success for run_scores and paired_rewards alike."""
+    path = tmp_path / "w.duckdb"
+    rewards = {"T1.json": 1.0, "T2.json": 0.9999999, "T3.json": 0.999, "T4.json": 0.5}
+    with warehouse.Writer(path, "test") as writer:
+        for run_id in ("eval-a", "eval-b"):
+            writer.append({"runs": [{"run_id": run_id, "kind": "eval", "created_at": "2026-01-01 00:00:00",
+                                     "status": "done", "config": "{}"}],
+                           "rollouts": [{"rollout_id": f"{run_id}/{t}/0", "run_id": run_id, "task_id": t,
+                                         "sample": 0, "status": "done", "reward": r, "goals_total": 1,
+                                         "goals_done": int(r), "n_nodes": 1, "n_steps": 1}
+                                        for t, r in rewards.items()]})
+    assert query(path, "SELECT success_rate FROM run_scores WHERE run_id = 'eval-a'") == [(0.5,)]
+    compared = rollouts.compare(str(path), "eval-a", "eval-b", samples=100)
+    assert compared["success_a"] == compared["success_b"] == 0.5
 
 
 def test_views_are_created_after_the_views_they_read():

@@ -1,7 +1,8 @@
 """Find and read MultiWOZ 2.x (a folder or the official zip).
 
-Resolution order: an explicit path, env `FACTORY_MULTIWOZ`, the cache `$FACTORY_HOME/multiwoz`, then a
-download of the official archive from `FACTORY_MULTIWOZ_URL` into the cache.
+Resolution order: an explicit path, env `FACTORY_MULTIWOZ`, the path a command was last given
+(`remember`, kept in `$FACTORY_HOME/multiwoz-path`), the cache `$FACTORY_HOME/multiwoz`, then a download of
+the official archive from `FACTORY_MULTIWOZ_URL` into the cache.
 """
 
 from __future__ import annotations
@@ -26,6 +27,28 @@ REQUIRED_FILES = ("data.json", "testListFile.txt", "valListFile.txt", *DB_FILES.
 def factory_home() -> Path:
     """`$FACTORY_HOME`, default `~/.cache/josh-factory`."""
     return Path(os.environ.get("FACTORY_HOME") or Path.home() / ".cache" / "josh-factory")
+
+
+def _remembered_file() -> Path:
+    return factory_home() / "multiwoz-path"
+
+
+def remember(path: str | os.PathLike) -> None:
+    """Record `path` (absolute) so later resolutions without a path find it; best effort."""
+    try:
+        _remembered_file().parent.mkdir(parents=True, exist_ok=True)
+        _remembered_file().write_text(str(Path(path).expanduser().resolve()) + "\n")
+    except OSError:
+        pass  # a read-only FACTORY_HOME: resolution falls back to the env and the cache
+
+
+def remembered() -> Path | None:
+    """The path `remember` recorded, if it still exists."""
+    try:
+        text = _remembered_file().read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text and Path(text).exists() else None
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,8 @@ def resolve(path: str | os.PathLike | None = None, *, allow_download: bool = Tru
         if not p.exists():
             raise DataError(f"FACTORY_MULTIWOZ={env} does not exist; point it at the MultiWOZ folder or zip")
         return p
+    if (known := remembered()) is not None:
+        return known
     cache = factory_home() / "multiwoz"
     if _looks_complete(cache):
         return cache

@@ -1,4 +1,5 @@
-"""Goal matching (sparse rewards) and the episode metrics, in both semantics (reference §4).
+"""Goal matching (sparse rewards) in both semantics (reference §4), the episode reward, and the paired bootstrap
+that compares two runs. "100% Success" is defined once, in SQL: `sql/macros/is_success.sql`.
 
 `fixed`: the user's goal is its constraints. A search goal is met by a successful search whose
 arguments include every goal constraint and that found rows; a book goal by a successful booking of an
@@ -8,8 +9,7 @@ entity that meets the goal's search constraints, with the goal's booking slots.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from toolwoz.schemas import UID_KEY
 from toolwoz.tasks import Task
@@ -74,22 +74,6 @@ def goals_met(task: Task, calls: Sequence[ToolCall], open_goals: Sequence[Goal] 
 def episode_reward(task: Task, calls: Sequence[ToolCall]) -> float:
     """Share of the task's goals achieved by any call of the conversation (reference §4.4)."""
     return len(goals_met(task, calls)) / task.n_goals if task.n_goals else 0.0
-
-
-def average_reward(rewards: Sequence[float]) -> float:
-    """Mean episode reward, 4 decimals (an errored conversation counts as 0)."""
-    return round(sum(rewards) / len(rewards), 4) if rewards else 0.0
-
-
-def success_rate(rewards: Sequence[float]) -> float:
-    """Share of episodes with reward 1 ("100% Success Rate"), 4 decimals."""
-    return round(sum(math.isclose(r, 1.0, rel_tol=1e-6) for r in rewards) / len(rewards), 4) if rewards else 0.0
-
-
-def describe(goal: Goal, task: Task) -> dict[str, Any]:
-    """A goal with its parameters, for reports."""
-    domain, api = goal
-    return {"domain": domain, "api": api, "parameters": task.ground_truth[domain]["success"][api]["parameters"]}
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 10_000, seed: int = 0,

@@ -1,4 +1,4 @@
-"""The ToolWOZ API catalogue and the tool schemas an agent sees.
+"""The ToolWOZ API catalogue, the tool schemas an agent sees, and the token that ends a conversation.
 
 Names and parameters match ToolWOZ's `valid_api_defs.json` / `tools.json` (a test compares them); the
 descriptions are our own words.
@@ -49,6 +49,8 @@ TOOL_NAMES = tuple(f"{kind}_{d}" for d in DOMAINS for kind in ("book", "search")
 UID_KEY = {"restaurant": "name", "hotel": "name", "attraction": "name", "train": "trainID"}
 TIME_PARAMS = ("leaveAt", "arriveBy", "time")
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# What a user simulator writes to end the conversation (the reference's token); the search stops that branch.
+END_CONVERSATION = "END_CONVERSATION"
 
 AREAS = ["centre", "east", "north", "south", "west"]
 _DESCRIPTIONS: dict[str, tuple[str, dict[str, tuple[str, list[str] | None]]]] = {

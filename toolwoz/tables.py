@@ -6,13 +6,13 @@ The same function fills a warehouse (`factory toolwoz build`) or an in-memory da
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 import sql
+from toolwoz.clock import utc_now
 from toolwoz.multiwoz import MultiWOZ
 from toolwoz.query import RowQuery, index_rows, load_rows, run_many
 from toolwoz.schemas import API_DEFS, DOMAINS
@@ -103,8 +103,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 def build(con: duckdb.DuckDBPyConnection, mw: MultiWOZ, code_version: str = "") -> list[Task]:
     """Fill domain tables, `tasks` and hidden rows in one transaction; idempotent. Returns the tasks."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with sql.transaction(con):
         create_schema(con)
         for domain in DOMAINS:
             _insert(con, f"toolwoz.{domain}", [flat_row(domain, i, r) for i, r in enumerate(mw.dbs[domain])])
@@ -116,12 +115,8 @@ def build(con: duckdb.DuckDBPyConnection, mw: MultiWOZ, code_version: str = "") 
         con.execute(
             "INSERT INTO toolwoz.build_info VALUES ($source, $n_dialogues, $n_tasks, $built_at, $version)",
             {"source": mw.source, "n_dialogues": len(mw.dialogues), "n_tasks": len(tasks),
-             "built_at": datetime.now(timezone.utc).replace(tzinfo=None), "version": code_version},
+             "built_at": utc_now(), "version": code_version},
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return tasks
 
 
@@ -133,13 +128,25 @@ def in_memory(mw: MultiWOZ) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def copy_to_memory(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """An in-memory copy of a database's ToolWOZ tables, so rollouts never hold the warehouse file."""
+def export_arrow(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    """The ToolWOZ tables of a database as Arrow tables (what a Ray worker rebuilds its env from)."""
+    return {table: con.sql(f"SELECT * FROM {table}").to_arrow_table()  # table: from our own list
+            for table in ("tasks", *(f"toolwoz.{t}" for t in TOOLWOZ_TABLES))}
+
+
+def from_arrow(arrow: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
+    """An in-memory database holding the tables of `export_arrow`."""
     mem = duckdb.connect(":memory:", config={"threads": 1})
     create_schema(mem)
-    for table in ("tasks", *(f"toolwoz.{t}" for t in TOOLWOZ_TABLES)):
-        rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()  # table: from our own list
+    for table, rows in arrow.items():
+        if table not in ("tasks", *(f"toolwoz.{t}" for t in TOOLWOZ_TABLES)):
+            raise ValueError(f"not a ToolWOZ table: {table}")
         mem.register("_toolwoz_copy", rows)
-        mem.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _toolwoz_copy")
+        mem.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _toolwoz_copy")  # table: checked above
         mem.unregister("_toolwoz_copy")
     return mem
+
+
+def copy_to_memory(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """An in-memory copy of a database's ToolWOZ tables, so rollouts never hold the warehouse file."""
+    return from_arrow(export_arrow(con))

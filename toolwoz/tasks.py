@@ -140,14 +140,15 @@ def _add_book_goals(domain: str, g: dict[str, Any], meta: dict[str, Any], entry:
 def split_ids(all_ids: Sequence[str], test_ids: Sequence[str], val_ids: Sequence[str]) -> dict[str, list[str]]:
     """Named splits over task ids (reference §1.6 plus our val halves)."""
     ids = set(all_ids)
-    test_full = sorted(ids & {_with_suffix(i) for i in test_ids})
-    val = sorted(ids & {_with_suffix(i) for i in val_ids})
+    test_full = sorted(ids & {task_key(i) for i in test_ids})
+    val = sorted(ids & {task_key(i) for i in val_ids})
     return {"test": test_full[:TEST_HEAD], "test_full": test_full, "val": val, "val_boot": val[0::2],
             "val_harvest": val[1::2], "train": sorted(ids - set(test_full) - set(val))}
 
 
-def _with_suffix(dialogue_id: str) -> str:
-    return dialogue_id if dialogue_id.endswith(".json") else f"{dialogue_id}.json"
+def task_key(task_id: str) -> str:
+    """The task id as stored (`MUL0003.json`): MultiWOZ's list files and users may leave out `.json`."""
+    return task_id if task_id.endswith(".json") else f"{task_id}.json"
 
 
 def derive_tasks(mw: MultiWOZ, run: RunQueries, rows: DomainRows) -> list[Task]:

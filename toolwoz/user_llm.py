@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable, Sequence
 
+from toolwoz.schemas import END_CONVERSATION
+
 Complete = Callable[[list[dict[str, str]]], Awaitable[str]]
-END_CONVERSATION = "END_CONVERSATION"
 
 SYSTEM = """You are a customer talking to a travel agent in Cambridge. Your goals, in order:
 {goals}

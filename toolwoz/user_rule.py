@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from toolwoz.schemas import END_CONVERSATION as END
 from toolwoz.values import is_empty
 
-END = "END_CONVERSATION"
 MAX_TURNS = 15  # the user hangs up politely on its 15th turn at the latest
 MAX_STRIKES = 3  # agent replies without progress on one step before the user gives up
 FALLBACK_ORDER = ("hotel", "attraction", "train", "restaurant")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("sft", "kto", "dpo")
 GPU_EXTRA_HINT = "pip install 'josh-factory[gpu]' (bitsandbytes) on a CUDA machine"
 
 

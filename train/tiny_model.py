@@ -1,4 +1,7 @@
-"""The tiny default model: a byte-level BPE tokenizer trained on ToolWOZ text and a small random Llama.
+"""The tiny default model: a byte-level BPE tokenizer trained on a text corpus and a small random Llama.
+
+The corpus comes from the caller (the default model's is ToolWOZ text: `toolwoz.corpus.build_corpus`), so
+training knows no environment.
 
 `init_model` writes a folder that loads with `AutoTokenizer` / `AutoModelForCausalLM` like any Hub model:
 the chat template renders tools compactly (one signature line each) and tool calls Hermes-style
@@ -12,13 +15,8 @@ torch / transformers / tokenizers are imported inside the functions, so importin
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
-
-from toolwoz.multiwoz import factory_home
-from toolwoz.schemas import API_DEFS, DAYS, TOOL_NAMES, UID_KEY
-from toolwoz.tasks import Task
+from typing import Any, Sequence
 
 MODEL_NAME = "tiny-toolwoz"
 DEFAULT_VOCAB = 4096
@@ -27,7 +25,6 @@ SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|
 # Ordinary (not special) added tokens: one token each for the call markers, and decoding with
 # skip_special_tokens (what `transformers serve` does) keeps them.
 CALL_TOKENS = ["<tool_call>", "</tool_call>"]
-_SKIP_COLUMNS = {"row_idx", "raw", "id"}
 
 CHAT_TEMPLATE = """\
 {%- macro render_content(content) %}{% if content is string %}{{ content }}\
@@ -71,106 +68,6 @@ RESPONSE_TEMPLATE = {
         "content": {"close_pattern": r"\s*<\|end\|>", "content": "text"},
     },
 }
-
-# Generic agent / user phrasing; the DB values and goal sentences supply the variety.
-_AGENT_LINES = [
-    "Sure, I can help with that. What day would you like to travel?",
-    "How many people will be in your party?",
-    "What time would you like the reservation for?",
-    "Which area of town do you prefer?",
-    "Do you have a price range in mind?",
-    "What type of food would you like?",
-    "Would you like free parking and wifi?",
-    "Where will you be departing from, and where are you going?",
-    "I found {n} options. {name} is a nice place in the {area}.",
-    "Your booking was successful. The reference number is {ref}.",
-    "I'm sorry, there is nothing matching that. Would you like to try something else?",
-    "Is there anything else I can help you with today?",
-    "You're welcome, have a great day!",
-    "The train {train} leaves {dep} at {leave} and arrives in {dest} at {arrive}.",
-    "Booking failed: no availability. Shall I try another day or time?",
-]
-_USER_LINES = [
-    "I need a place to eat in the {area} part of town.",
-    "I am looking for a train from {dep} to {dest} on {day}.",
-    "Can you book it for {n} people on {day}?",
-    "I want to leave after {leave} please.",
-    "I need to arrive by {arrive}.",
-    "Could I get the address and phone number?",
-    "That is all I need, thank you. END_CONVERSATION",
-    "Yes, please book it.",
-    "No, that will be all. Thanks!",
-    "I'd like something {price}, please.",
-]
-
-
-def default_model_dir() -> Path:
-    """`$FACTORY_HOME/models/tiny-toolwoz`."""
-    return factory_home() / "models" / MODEL_NAME
-
-
-def _signature(name: str) -> str:
-    return f"{name}({', '.join(API_DEFS[name][0])})"
-
-
-def _row_lines(row: Mapping[str, Any]) -> list[str]:
-    values = {k: v for k, v in row.items() if k not in _SKIP_COLUMNS and v is not None}
-    lines = [str(v) for v in values.values() if isinstance(v, str)]
-    lines.append(json.dumps(values))
-    return lines
-
-
-def _call(name: str, arguments: Mapping[str, Any]) -> str:
-    return f'<tool_call>{{"name": {json.dumps(name)}, "arguments": {json.dumps(arguments)}}}</tool_call>'
-
-
-def _task_lines(task: Task) -> list[str]:
-    """Goal sentences plus the task's ground-truth calls and (capped) results, as the agent would see them."""
-    lines = list(task.message)
-    for entry in task.ground_truth.values():
-        for api, spec in entry.get("success", {}).items():
-            arguments = {k: v for k, v in spec.get("parameters", {}).items() if v}
-            lines.append(_call(api, arguments))
-            returns = spec.get("returns")
-            if isinstance(returns, list):
-                lines.append(json.dumps(returns[:3]))
-            elif returns:
-                lines.append(json.dumps(returns))
-    return lines
-
-
-def build_corpus(rows: Mapping[str, Sequence[Mapping[str, Any]]], tasks: Iterable[Task], *,
-                 extra: Iterable[str] = (), seed: int = 0) -> list[str]:
-    """ToolWOZ text for the tokenizer: DB values and rows, goal sentences, tool signatures, calls and
-    results, and generic agent/user phrasing filled with DB values. Deterministic for its inputs.
-
-    `rows` is `toolwoz.query.load_rows(con)`; `extra` adds lines (e.g. simulator / teacher templates).
-    """
-    rng = random.Random(seed)
-    lines: list[str] = [_signature(n) for n in TOOL_NAMES]
-    lines += [" ".join(API_DEFS[n][0]) for n in TOOL_NAMES] + list(DAYS)
-    for domain in sorted(rows):
-        for row in rows[domain]:
-            lines += _row_lines(row)
-    for task in sorted(tasks, key=lambda t: t.task_id):
-        lines += _task_lines(task)
-    trains = rows.get("train") or [{}]
-    places = [r for d in ("restaurant", "hotel", "attraction") for r in rows.get(d, [])] or [{}]
-    for i in range(max(len(trains), 200)):
-        train, place = rng.choice(trains), rng.choice(places)
-        values = {"n": rng.randint(1, 8), "name": place.get("name", ""), "area": place.get("area", ""),
-                  "price": place.get("pricerange", ""), "ref": f"{rng.getrandbits(32):08X}",
-                  "train": train.get("trainID", ""), "dep": train.get("departure", ""),
-                  "dest": train.get("destination", ""), "leave": train.get("leaveAt", ""),
-                  "arrive": train.get("arriveBy", ""), "day": rng.choice(DAYS)}
-        lines.append(rng.choice(_AGENT_LINES).format(**values))
-        lines.append(rng.choice(_USER_LINES).format(**values))
-        if i % 4 == 0 and place.get("name"):
-            domain = "restaurant" if "food" in place else "hotel" if "stars" in place else "attraction"
-            lines.append(_call(f"search_{domain}", {"name": place["name"]}))
-        if i % 4 == 1 and train.get("trainID"):
-            lines.append(_call("book_train", {"people": str(values["n"]), UID_KEY["train"]: train["trainID"]}))
-    return lines + list(extra)
 
 
 def train_tokenizer(corpus: Sequence[str], vocab_size: int = DEFAULT_VOCAB) -> Any:
@@ -233,10 +130,10 @@ def build_model(tokenizer: Any, seed: int = 0) -> Any:
     return model
 
 
-def init_model(out_dir: str | Path, rows: Mapping[str, Sequence[Mapping[str, Any]]], tasks: Iterable[Task], *,
-               vocab_size: int = DEFAULT_VOCAB, seed: int = 0, extra: Iterable[str] = ()) -> Path:
-    """Train the tokenizer, build the model (weights from `seed`) and save both plus `factory_model.json`."""
-    corpus = build_corpus(rows, tasks, extra=extra)  # seed-independent: every seed shares one tokenizer
+def init_model(out_dir: str | Path, corpus: Sequence[str], *, vocab_size: int = DEFAULT_VOCAB,
+               seed: int = 0) -> Path:
+    """Train the tokenizer on `corpus` (lines of text), build the model (weights from `seed`) and save both plus
+    `factory_model.json`. The tokenizer depends on the corpus only: every seed shares one."""
     tokenizer = train_tokenizer(corpus, vocab_size)
     model = build_model(tokenizer, seed)
     out = Path(out_dir)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
 import click
 from rich.table import Table
 
-from factory import rollouts
+from factory import default_model, rollouts
 from factory.options import check_user, json_option, rollout_options, warehouse_option
 from factory.output import err as console
 from factory.output import out, print_json
-from search.josh import SearchConfig
+from search.josh import EVALUATION
 
 
 @click.group(name="eval", invoke_without_command=True)
-@rollout_options(default_split="test", default_temperature=0.0)
+@rollout_options(default_split="test", preset=EVALUATION)
 @click.pass_context
 def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_base_url, protocol, split, limit,
                  task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz,
@@ -34,12 +34,13 @@ def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_bas
     if ctx.invoked_subcommand is not None:
         return
     check_user(user, user_model)
-    search = SearchConfig(beam=1, max_steps=max_steps, temperature=temperature, max_new_tokens=max_new_tokens,
-                          semantics=semantics, protocol=protocol, seed=seed, finish_dialogue=True)
+    search = dataclasses.replace(EVALUATION, max_steps=max_steps, temperature=temperature,
+                                 max_new_tokens=max_new_tokens, semantics=semantics, protocol=protocol, seed=seed)
+    agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path,
+                                        console=console)
     settings = rollouts.build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency, multiwoz_path=multiwoz,
-                                       warehouse_path=warehouse_path)
+                                       concurrency=concurrency)
     report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=console)
     summary = rollouts.summary("eval_summary", warehouse_path, report)
     if as_json:
@@ -55,7 +56,7 @@ def eval_command(ctx: click.Context, agent, base_url, user, user_model, user_bas
 @click.argument("run_b")
 @click.option("--samples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="Bootstrap resamples.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
 @warehouse_option
 @json_option
 def compare(run_a: str, run_b: str, samples: int, seed: int, warehouse_path: str, as_json: bool) -> None:
@@ -66,15 +67,15 @@ def compare(run_a: str, run_b: str, samples: int, seed: int, warehouse_path: str
         factory eval compare eval-1a2b3c eval-4d5e6f --samples 20000
     """
     result = rollouts.compare(warehouse_path, run_a, run_b, samples=samples, seed=seed)
-    a, b, stats = result["run_a"], result["run_b"], result
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        print_json(result)
         return
-    table = Table(title=f"{a} vs {b} on {stats['tasks']} shared tasks", title_justify="left")
-    for col in ("", "Average Reward", "100% Success"):
-        table.add_column(col)
-    table.add_row("A", f"{result['reward_a']:.4f}", f"{result['success_a']:.4f}")
-    table.add_row("B", f"{result['reward_b']:.4f}", f"{result['success_b']:.4f}")
-    table.add_row("A - B", f"{stats['diff']:+.4f}  95% CI [{stats['low']:+.4f}, {stats['high']:+.4f}]",
-                  f"P(A - B <= 0) = {stats['p_not_better']:.4f}")
+    table = Table(title=f"{result['run_a']} (A) vs {result['run_b']} (B) on {result['tasks']} shared tasks",
+                  title_justify="left")
+    for col in ("run", "Average Reward", "100% Success"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    table.add_row(f"A {result['run_a']}", f"{result['reward_a']:.4f}", f"{result['success_a']:.4f}")
+    table.add_row(f"B {result['run_b']}", f"{result['reward_b']:.4f}", f"{result['success_b']:.4f}")
     out.print(table)
+    out.print(f"A - B Average Reward {result['diff']:+.4f}, 95% CI [{result['low']:+.4f}, {result['high']:+.4f}], "
+              f"P(A - B <= 0) = {result['p_not_better']:.4f} (paired bootstrap, {samples} resamples)")

@@ -28,7 +28,8 @@ from factory.output import err, out, print_json
 @click.option("--push", "repo_id", default=None, metavar="REPO_ID",
               help="Then upload the folder to this Hub dataset repo (token from $HF_TOKEN, Hub from $HF_ENDPOINT).")
 @click.option("--private", is_flag=True, help="Create the Hub repo private (with --push).")
-@click.option("--force", is_flag=True, help="Replace README.md and data/ of a non-empty --out.")
+@click.option("--force", is_flag=True,
+              help="Replace the card (README.md) and shards of an earlier export in --out; other files stay.")
 @warehouse_option
 @json_option
 def export(view_or_query: str, out_dir: Path, params: tuple[tuple[str, str], ...], shard_rows: int, columns: str,

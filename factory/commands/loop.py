@@ -8,16 +8,16 @@ import click
 from rich.table import Table
 
 from factory.loop import LoopConfig, LoopResult, run_loop
-from factory.options import json_option, multiwoz_option, warehouse_option
+from factory.options import agent_option, json_option, multiwoz_option, search_option, warehouse_option
 from factory.output import err, out, print_json
+from search.josh import HARVEST
 
 DEFAULTS = LoopConfig(out=Path("models/loop"))
 
 
 @click.command()
-@click.option("--model", default=None,
-              help="M0: a model folder or Hub id. Default: the tiny model in $FACTORY_HOME/models, bootstrapped "
-                   "on first use (`factory model bootstrap`).")
+@agent_option("M0: a model folder or Hub id. Default: the tiny model in $FACTORY_HOME/models, bootstrapped on "
+              "first use (`factory model bootstrap`).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.out,
               show_default=True, help="Folder for M1, M0' (m0-control) and loop.json; replaced models are the loop's.")
 @click.option("--eval-tasks", type=click.IntRange(min=1), default=DEFAULTS.eval_tasks, show_default=True,
@@ -25,13 +25,10 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @click.option("--full", is_flag=True, help="Evaluate on all 450 `test` tasks (overrides --eval-tasks).")
 @click.option("--harvest-tasks", type=click.IntRange(min=1), default=DEFAULTS.harvest_tasks, show_default=True,
               help="Harvest the first N `val_harvest` tasks.")
-@click.option("--beam", type=click.IntRange(min=2), default=DEFAULTS.beam, show_default=True,
-              help="JOSH beam of the harvest.")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.temperature,
-              show_default=True, help="Sampling temperature of the harvest and the control rollouts.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=DEFAULTS.max_steps, show_default=True,
-              help="Agent turns per conversation branch.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULTS.max_new_tokens, show_default=True)
+@search_option("beam", HARVEST)
+@search_option("temperature", HARVEST, type=click.FloatRange(min=0, min_open=True))
+@search_option("max_steps", HARVEST)
+@search_option("max_new_tokens", HARVEST)
 @click.option("--sft-epochs", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.sft_epochs,
               show_default=True, help="Passes over M1's golden paths; M0' gets the same number of SFT steps.")
 @click.option("--sft-steps", type=click.IntRange(min=1), default=None,
@@ -42,12 +39,13 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
               show_default=True, help="SFT learning rate for M1 and M0'.")
 @click.option("--min-reward", type=click.FloatRange(min=0), default=DEFAULTS.min_reward, show_default=True,
               help="Harvest rollouts whose golden path trains M1 (0.01: any goal met).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULTS.concurrency, show_default=True)
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULTS.concurrency, show_default=True,
+              help="Conversations in flight in every rollout stage.")
+@search_option("seed", HARVEST, type=int)
 @multiwoz_option
 @warehouse_option
 @json_option
-def loop(model, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max_steps, max_new_tokens, sft_epochs,
+def loop(agent, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max_steps, max_new_tokens, sft_epochs,
          sft_steps, kto_steps, lr, min_reward, concurrency, seed, multiwoz, warehouse_path, as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests `val_harvest` with JOSH,
     and is fine-tuned on its golden paths (M1); the control M0' gets the same SFT steps on M0's own unfiltered
@@ -59,9 +57,12 @@ def loop(model, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max
     Example:
         factory loop
         factory loop --full --harvest-tasks 200 --out models/loop-full
-        factory loop --model Qwen/Qwen3-0.6B --max-new-tokens 512   # on a GPU
+        factory loop --agent Qwen/Qwen3-0.6B --max-new-tokens 512   # on a GPU
     """
-    cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=model, eval_tasks=None if full else eval_tasks,
+    if beam < 2:
+        raise click.BadParameter("the loop compares a JOSH harvest (beam >= 2) with beam-1 control rollouts; at "
+                                 "beam 1 both are the same run", param_hint="--beam")
+    cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=agent, eval_tasks=None if full else eval_tasks,
                      harvest_tasks=harvest_tasks, beam=beam, temperature=temperature, max_steps=max_steps,
                      max_new_tokens=max_new_tokens, sft_epochs=sft_epochs, sft_steps=sft_steps, kto_steps=kto_steps,
                      learning_rate=lr, min_reward=min_reward,
@@ -70,23 +71,27 @@ def loop(model, out_dir, eval_tasks, full, harvest_tasks, beam, temperature, max
     if as_json:
         print_json(result.__dict__)
         return
-    print_result(result)
+    print_result(result, cfg.out / "loop.json")
 
 
-def print_result(result: LoopResult) -> None:
-    """The loop's table: scores per model, the two paired differences, and stage times."""
+def print_result(result: LoopResult, loop_json: Path) -> None:
+    """The loop's tables (scores per model; the paired differences; stage times), then where to look next."""
     tasks = result.comparisons["M1 - M0"]["tasks"]
-    table = Table(title=f"JOSH loop on {tasks} test tasks", title_justify="left")
+    scores = Table(title=f"JOSH loop on {tasks} test tasks", title_justify="left")
     for col in ("model", "Average Reward", "100% Success", "eval run", "folder"):
-        table.add_column(col)
+        scores.add_column(col, justify="right" if col in ("Average Reward", "100% Success") else "left",
+                          no_wrap=col == "eval run", overflow="fold")
     for name in ("M0", "M0'", "M1"):
         s = result.scores[name]
-        table.add_row(name, f"{s['average_reward']:.4f}", f"{s['success_rate']:.4f}", result.runs[f"eval {name}"],
-                      result.models[name])
+        scores.add_row(name, f"{s['average_reward']:.4f}", f"{s['success_rate']:.4f}", result.runs[f"eval {name}"],
+                       result.models[name])
+    out.print(scores)
+    diffs = Table(title="paired bootstrap of Average Reward over the same tasks", title_justify="left")
+    for col in ("difference", "mean", "95% CI", "P(<= 0)"):
+        diffs.add_column(col, justify="left" if col == "difference" else "right")
     for label, c in result.comparisons.items():
-        table.add_row(label, f"{c['diff']:+.4f}  95% CI [{c['low']:+.4f}, {c['high']:+.4f}]",
-                      f"P(<= 0) = {c['p_not_better']:.3f}", "", "")
-    out.print(table)
+        diffs.add_row(label, f"{c['diff']:+.4f}", f"[{c['low']:+.4f}, {c['high']:+.4f}]", f"{c['p_not_better']:.3f}")
+    out.print(diffs)
     times = Table(title="wall time per stage", title_justify="left")
     times.add_column("stage")
     times.add_column("seconds", justify="right")
@@ -97,3 +102,13 @@ def print_result(result: LoopResult) -> None:
     for name, t in result.training.items():
         out.print(f"{name}: SFT on {t['rows']} rows of view {t['view']}, {t['steps']} steps, final loss "
                   f"{t['final_loss']:.4f}")
+    harvest, min_reward = result.runs["harvest M0"], result.config["min_reward"]
+    out.print(f"\nEverything above is in {loop_json}. Next:")
+    out.print(f'  factory sql -p run_id {harvest} -p min_reward {min_reward} "select count(*) from sft"'
+              f"   # M1's training rows (the view's default min_reward is 1.0)", highlight=False)
+    out.print(f'  factory sql "select * from harvest_summary where run_id = \'{harvest}\'"   # the harvest',
+              highlight=False)
+    out.print(f"  factory eval compare {result.runs['eval M1']} {result.runs['eval M0']} --samples 20000",
+              highlight=False)
+    out.print("  factory loop --harvest-tasks 200 --beam 16   # more golden paths for M1 (re-running resumes)",
+              highlight=False)

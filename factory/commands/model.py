@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from factory.models import create_default_model
+from factory import default_model
 from factory.options import json_option, multiwoz_option, warehouse_option
 from factory.output import err, out, print_json
 
@@ -38,14 +38,17 @@ def init(out_dir: Path | None, force: bool, multiwoz: str | None) -> None:
     Example:
         factory model init --out models/tiny
     """
-    from train.tiny_model import default_model_dir
+    from factory.bootstrap import create_untrained
 
-    target = out_dir or default_model_dir()
+    target = out_dir or default_model.location()
     if target.exists() and any(target.iterdir()) and not force:
         raise click.UsageError(f"{target} already exists; pass --force to overwrite it")
-    path = create_default_model(multiwoz, target)
+    path = create_untrained(multiwoz, target)
     info = json.loads((path / "factory_model.json").read_text()) if (path / "factory_model.json").exists() else {}
     click.echo(f"Created {path}" + (f" ({json.dumps(info)})" if info else ""))
+    if target == default_model.location():
+        err.print("It is untrained: `factory model bootstrap` trains it (eval and harvest without --agent do that "
+                  "first); pass --agent to use it as it is.")
 
 
 @model.command()
@@ -69,9 +72,8 @@ def bootstrap(out_dir: Path | None, force: bool, multiwoz: str | None, warehouse
     """
     from factory.bootstrap import BUDGET
     from factory.bootstrap import bootstrap as run_bootstrap
-    from train.tiny_model import default_model_dir
 
-    target = (out_dir or default_model_dir()).expanduser().resolve()
+    target = (out_dir or default_model.location()).expanduser().resolve()
     info_file = target / "factory_model.json"
     done = json.loads(info_file.read_text()).get("bootstrap") if info_file.exists() else None
     if done and not force:

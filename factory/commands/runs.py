@@ -10,7 +10,7 @@ import sql
 from factory import runs as run_lib
 from factory import warehouse
 from factory.options import json_option, warehouse_option
-from factory.output import out, rows_table
+from factory.output import out, print_json, print_rows
 
 # Child tables first; every row of a run goes in one transaction.
 DELETE_ORDER = ("messages", "tool_calls", "rewards", "nodes")
@@ -39,16 +39,16 @@ def runs(ctx: click.Context, warehouse_path: str, as_json: bool) -> None:
     with warehouse.opened(warehouse_path, read_only=True) as con:
         rows = _records(con.execute(sql.load("queries/run_list"), {"run_id": None}))
     if as_json:
-        click.echo(json.dumps(rows, default=str, indent=2))
+        print_json(rows)
         return
-    out.print(rows_table(rows, columns=["run_id"]))
+    print_rows(out, rows, columns=["run_id"])
 
 
 @runs.command()
 @click.argument("run_id")
 @warehouse_option
 def show(run_id: str, warehouse_path: str) -> None:
-    """Show one run: its settings and results.
+    """Show one run as JSON: its results and its settings (`config`), named as the flags that set them.
 
     \b
     Example:
@@ -58,7 +58,7 @@ def show(run_id: str, warehouse_path: str) -> None:
         run_id = run_lib.resolve_run(con, run_id)
         (row,) = _records(con.execute(sql.load("queries/run_list"), {"run_id": run_id}))
         config = json.loads(con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
-    click.echo(json.dumps({**row, "config": config}, default=str, indent=2))
+    print_json({**row, "config": config})
 
 
 @runs.command()

@@ -35,9 +35,8 @@ def write_result(table: pa.Table, fmt: str, output: Path | None) -> None:
         pq.write_table(table, output)
         return
     if fmt == "table":
-        rich_table = rows_table(table.to_pylist(), columns=table.column_names)
         console = Console(file=output.open("w"), width=200) if output else out
-        console.print(rich_table)
+        console.print(rows_table(table.to_pylist(), columns=table.column_names, width=console.width))
         console.print(f"({table.num_rows} rows)", style="dim")
         return
     if fmt == "csv":
@@ -64,13 +63,16 @@ def _flat_for_csv(table: pa.Table) -> pa.Table:
 @click.option("-f", "--file", "sql_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the SQL from a file.")
 @click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE",
-              help="Set a view parameter (a DuckDB variable), e.g. -p min_reward 0.5.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+              help="Set a view parameter (a DuckDB variable), e.g. -p min_reward 0.5; an unknown NAME is an error.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="How to print (or, with -o, write) the result.")
+@click.option("--json", "as_json", is_flag=True, help="Short for --format json, as on the other commands.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 @click.option("--write", is_flag=True, help="Open the warehouse read-write (default read-only).")
 @warehouse_option
-def sql_command(query: str | None, sql_file: Path | None, params: tuple[tuple[str, str], ...], fmt: str,
-                output: Path | None, write: bool, warehouse_path: str) -> None:
+@click.pass_context
+def sql_command(ctx: click.Context, query: str | None, sql_file: Path | None, params: tuple[tuple[str, str], ...],
+                fmt: str, as_json: bool, output: Path | None, write: bool, warehouse_path: str) -> None:
     """Run SQL on the warehouse: tables runs, tasks, rollouts, nodes, messages, tool_calls, rewards and the
     dataset views. QUERY `-` reads stdin; no QUERY opens a prompt.
 
@@ -82,6 +84,10 @@ def sql_command(query: str | None, sql_file: Path | None, params: tuple[tuple[st
     """
     if query and sql_file:
         raise click.UsageError("give QUERY or -f FILE, not both")
+    if as_json:
+        if ctx.get_parameter_source("fmt") == click.core.ParameterSource.COMMANDLINE and fmt != "json":
+            raise click.UsageError(f"--json and --format {fmt} contradict each other; pass one")
+        fmt = "json"
     if sql_file:
         query = sql_file.read_text()
     elif query == "-":

@@ -13,10 +13,10 @@ from factory import __version__, warehouse
 from factory.errors import UserError
 from factory.options import json_option, multiwoz_option, semantics_option, warehouse_option
 from factory.output import err as console
-from factory.output import out, print_json, rows_table
+from factory.output import out, print_json, print_rows
 from toolwoz import multiwoz, tables
 from toolwoz.audit import audit_task
-from toolwoz.tasks import SPLITS, Task, check_split
+from toolwoz.tasks import SPLITS, Task, task_key
 from toolwoz.tools import TOOL_NAMES, ToolEnv
 
 
@@ -43,7 +43,7 @@ def _env(con, path: str) -> ToolEnv:
 
 
 def _task(env: ToolEnv, task_id: str) -> Task:
-    key = task_id if task_id.endswith(".json") else f"{task_id}.json"
+    key = task_key(task_id)
     if key not in env.tasks:
         raise UserError(f"unknown task {task_id!r}; task ids look like MUL0003.json (counts: `factory toolwoz info`)")
     return env.tasks[key]
@@ -80,14 +80,14 @@ def build(multiwoz: str | None, warehouse_path: str, as_json: bool) -> None:
         print_json({"warehouse": warehouse_path, "source": mw.source, "tasks": len(tasks), "splits": splits})
         return
     out.print(f"Built {len(tasks)} ToolWOZ tasks from {mw.source} into {warehouse_path}")
-    out.print(rows_table(splits, "tasks per split"))
+    print_rows(out, splits, "tasks per split")
     if not any(s["tasks"] for s in splits if s["split"] == "train"):
         out.print("The train split is empty (this MultiWOZ copy holds test and validation dialogues only); "
                   "harvest with --split val_harvest.")
 
 
 @toolwoz.command()
-@click.option("--split", default=None, help=f"One split ({', '.join(SPLITS)}); default all.")
+@click.option("--split", type=click.Choice(SPLITS), default=None, help="One split; default all.")
 @warehouse_option
 @json_option
 def info(split: str | None, warehouse_path: str, as_json: bool) -> None:
@@ -98,11 +98,6 @@ def info(split: str | None, warehouse_path: str, as_json: bool) -> None:
         factory toolwoz info
         factory toolwoz info --split val_harvest --json
     """
-    if split is not None:
-        try:
-            check_split(split)
-        except Exception as e:
-            raise click.BadParameter(str(e), param_hint="--split") from e
     with warehouse.opened(warehouse_path, read_only=True) as con:
         warehouse.require_toolwoz(con, warehouse_path)
         splits = _rows(con, "queries/toolwoz_splits", {"split": split})
@@ -110,12 +105,13 @@ def info(split: str | None, warehouse_path: str, as_json: bool) -> None:
     if as_json:
         print_json({"splits": splits, "goals": goals})
         return
-    out.print(rows_table(splits, "tasks per split"))
-    out.print(rows_table(goals, "goals per domain"))
+    print_rows(out, splits, "tasks per split")
+    print_rows(out, goals, "goals per domain")
 
 
 @toolwoz.command()
-@click.option("--split", default="test_full", show_default=True, help="Which tasks to audit.")
+@click.option("--split", type=click.Choice(SPLITS), default="test_full", show_default=True,
+              help="Which tasks to audit.")
 @click.option("--check", "checks", multiple=True, type=click.Choice(["fixed_oracle", "parity_replay", "booked_entity"]),
               help="Only these checks (repeatable); default all.")
 @warehouse_option
@@ -131,10 +127,6 @@ def audit(split: str, checks: tuple[str, ...], warehouse_path: str, as_json: boo
     Example:
         factory toolwoz audit --split val --check fixed_oracle
     """
-    try:
-        check_split(split)
-    except Exception as e:
-        raise click.BadParameter(str(e), param_hint="--split") from e
     with warehouse.opened(warehouse_path, read_only=True) as con:
         env = _env(con, warehouse_path)
         chosen = [t for t in env.tasks.values() if split in t.splits]
@@ -148,7 +140,7 @@ def audit(split: str, checks: tuple[str, ...], warehouse_path: str, as_json: boo
         print_json({"split": split, "tasks": len(chosen), "counts": counts, "findings": rows})
         return
     if rows:
-        out.print(rows_table(rows, f"findings in {split}"))
+        print_rows(out, rows, f"findings in {split}")
     out.print(f"{len(chosen)} tasks audited: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
 
 
@@ -188,7 +180,8 @@ def call(name: str, arguments: str, task_id: str | None, semantics: str, warehou
 
 @toolwoz.command()
 @click.argument("task_id")
-@click.option("--lines", default=6, show_default=True, help="How many turns of the human dialogue to show.")
+@click.option("--lines", type=click.IntRange(min=0), default=6, show_default=True,
+              help="How many turns of the human dialogue to show.")
 @multiwoz_option
 @warehouse_option
 @json_option

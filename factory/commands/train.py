@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from factory import default_model
 from factory.errors import UserError
 from factory.options import json_option, warehouse_option
 from factory.output import out, print_json
@@ -23,7 +24,7 @@ def _options(f: Callable) -> Callable:
                      help="Only rows of this run (repeatable; a unique prefix works). Default: every harvest run."),
         click.option("--min-reward", type=float, default=None,
                      help="Keep rollouts with at least this reward (view default: 1.0)."),
-        click.option("--model", default=None,
+        click.option("--model", "--agent", "model", default=None,
                      help="Model folder or Hub id to start from. Default: the tiny model in $FACTORY_HOME/models."),
         click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Folder for the trained model, tokenizer and factory.json."),
@@ -47,7 +48,7 @@ def _options(f: Callable) -> Callable:
                      help="Tokens per sequence; longer ones are cut (default: the recipe's; cpu 2048)."),
         click.option("--allow-test-tasks", is_flag=True,
                      help="Train on rows from `test` tasks too (they are the benchmark: off by default)."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True, help="Training seed (data order, init)."),
         warehouse_option,
         json_option,
     ]
@@ -91,8 +92,10 @@ def sft(drop_tool_errors: bool, chat_template: Path | None, **options: Any) -> N
 @train.command()
 @_options
 @click.option("--beta", type=click.FloatRange(min=0, min_open=True), default=None, help="KL weight (default 0.1).")
-@click.option("--desirable-weight", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--undesirable-weight", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--desirable-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Loss weight of desirable (golden-path) turns (default 1.0).")
+@click.option("--undesirable-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Loss weight of undesirable (failed-sibling) turns (default 1.0; the paper recipe 2.71).")
 def kto(beta: float | None, desirable_weight: float | None, undesirable_weight: float | None,
         **options: Any) -> None:
     """KTO on single assistant turns: golden-path turns desirable, failed siblings' turns undesirable (view `kto`).
@@ -124,14 +127,9 @@ def dpo(beta: float | None, **options: Any) -> None:
 
 def _train(method: str, o: dict[str, Any], view_params: dict[str, Any], overrides: dict[str, Any],
            trainer_kwargs: dict[str, Any]) -> None:
-    from train.recipes import TrainInputError
-
-    try:
-        recipe = _recipe(method, o, overrides)
-    except TrainInputError as e:
-        raise UserError(str(e)) from None
+    recipe = _recipe(method, o, overrides)
     job = TrainJob(method=method, recipe=recipe, out_dir=o["out_dir"], warehouse_path=o["warehouse_path"],
-                   model=o["model"], view=o["view"], run_ids=o["run_ids"],
+                   model=o["model"] or default_model.require(), view=o["view"], run_ids=o["run_ids"],
                    view_params={"min_reward": o["min_reward"], **view_params}, seed=o["seed"],
                    allow_test_tasks=o["allow_test_tasks"], force=o["force"], trainer_kwargs=trainer_kwargs)
     summary = train_model(job)

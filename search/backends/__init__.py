@@ -1,4 +1,4 @@
-"""Model backends behind one interface (`base.Backend`): transformers, openai-compatible, teacher.
+"""Model backends behind one interface (`base.Backend`): transformers, vLLM, openai-compatible, teacher.
 
 `load_backend(spec)` picks one from the `--agent` value; heavy imports happen only for the one chosen.
 """
@@ -12,17 +12,26 @@ from search.backends.base import Backend, BackendError
 
 
 def backend_kind(spec: str) -> str:
-    """`teacher` | `openai` | `transformers` for an `--agent` value."""
+    """`teacher` | `openai` | `vllm` | `transformers` for an `--agent` value."""
     if spec == "teacher":
         return "teacher"
     if spec.startswith("openai:"):
         return "openai"
+    if spec.startswith("vllm:"):
+        return "vllm"
     return "transformers"
+
+
+def engine_info(backend: Backend) -> dict[str, Any]:
+    """What a backend says about its engine for the run record (vLLM: version, prefix caching, batch
+    invariance); empty for the others, so their run ids do not change."""
+    return dict(getattr(backend, "engine", None) or {})
 
 
 def load_backend(spec: str, *, base_url: str | None = None, rows: dict[str, list[dict[str, Any]]] | None = None,
                  device: str = "auto", concurrency: int = 8, max_batch: int = 16) -> Backend:
-    """`teacher`, `openai:MODEL` (with `base_url` or $OPENAI_BASE_URL), or a model folder / Hub id."""
+    """`teacher`, `openai:MODEL` (with `base_url` or $OPENAI_BASE_URL), `vllm:MODEL` (vLLM's offline engine in
+    this process), or a model folder / Hub id (transformers)."""
     kind = backend_kind(spec)
     if kind == "teacher":
         from search.backends.teacher import TeacherBackend
@@ -39,6 +48,10 @@ def load_backend(spec: str, *, base_url: str | None = None, rows: dict[str, list
         backend = OpenAIBackend(spec.split(":", 1)[1], url, concurrency=concurrency)
         backend.preflight()
         return backend
+    if kind == "vllm":
+        from search.backends.vllm import VLLMBackend
+
+        return VLLMBackend(spec.split(":", 1)[1], max_batch=max_batch)
     from search.backends.transformers import TransformersBackend
 
     return TransformersBackend(spec, device=device, max_batch=max_batch)

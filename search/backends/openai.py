@@ -30,6 +30,9 @@ from search.backends.parsing import from_openai
 
 RETRY_STATUS = {408, 409, 429}  # plus every 5xx
 _OVERFLOW_HINTS = ("context_length_exceeded", "maximum context length", "too many tokens", "context length")
+# A plain `vllm serve` (no --enable-auto-tool-choice) answers 400 to the implied tool_choice "auto"; with "none"
+# it still renders the tools into the prompt and returns calls as text, which our parser reads.
+_NO_AUTO_TOOL_CHOICE = "--enable-auto-tool-choice"
 
 
 def _failed(error: str, latency_ms: float) -> Completion:
@@ -69,6 +72,7 @@ class OpenAIBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._semaphore: asyncio.Semaphore | None = None
+        self._tool_choice: str | None = None  # "none" once the server refused tool_choice "auto"
 
     def _session(self) -> tuple[Any, asyncio.Semaphore]:
         """The client and semaphore of the running loop (both are bound to the loop they first ran on)."""
@@ -89,6 +93,8 @@ class OpenAIBackend:
                                 "max_tokens": params.max_new_tokens}
         if request.tools:
             body["tools"] = list(request.tools)
+            if self._tool_choice:
+                body["tool_choice"] = self._tool_choice
         if params.seed is not None:
             body["seed"] = params.seed
         return body | self.extra_body
@@ -118,6 +124,10 @@ class OpenAIBackend:
                 if response.status_code == 200:
                     return self._completion(response, latency_ms, attempt)
                 error = f"HTTP {response.status_code}: {response.text[:300]}"
+                if response.status_code == 400 and "tools" in body and _NO_AUTO_TOOL_CHOICE in response.text \
+                        and "tool_choice" not in body:
+                    self._tool_choice = "none"
+                    return await self.complete(request)
                 if response.status_code == 400 and any(h in response.text.lower() for h in _OVERFLOW_HINTS):
                     return Completion(message={"role": "assistant", "content": ""}, latency_ms=latency_ms,
                                       finish_reason="context_overflow", extra={"server_error": error})

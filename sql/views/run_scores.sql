@@ -6,7 +6,7 @@ SELECT
     count(o.rollout_id) AS rollouts,                                 -- finished rollouts (committed)
     count(o.rollout_id) FILTER (o.status = 'failed') AS failed,      -- rollouts that ended in an error
     round(avg(o.reward), 4) AS average_reward,                       -- mean of goals done / goals total (NULL: no rollouts)
-    round(avg(CASE WHEN o.reward >= 1 - 1e-6 THEN 1.0 ELSE 0.0 END), 4) AS success_rate,  -- share with every goal done
+    round(avg(CASE WHEN is_success(o.reward) THEN 1.0 ELSE 0.0 END), 4) AS success_rate,  -- share with every goal done
     coalesce(sum(o.goals_done), 0) AS goals_done,                    -- goals credited
     coalesce(sum(o.goals_total), 0) AS goals_total                   -- goals of the finished tasks
 FROM runs AS r

@@ -1,0 +1,95 @@
+"""Run identity: the settings the commands build, and the run ids they hash to.
+
+The ids below were computed by the code of commit 9833c0b (before the settings were renamed and before the task
+selection joined the identity). Whole-split runs must keep them, so that re-running a command on an existing
+warehouse resumes its run instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from factory import rollouts, runs
+from factory.runs import RunSettings
+from search.josh import EVALUATION, HARVEST, PARITY, SearchConfig
+from tests.conftest import query, run
+
+DEFAULT_AGENT = "/nonexistent/fh/models/tiny-toolwoz"  # $FACTORY_HOME/models/tiny-toolwoz with a fixed home
+ODD = SearchConfig(beam=4, max_steps=6, temperature=0.7, max_new_tokens=96, collapse="fewest-tokens",
+                   protocol="react", seed=3, finish_dialogue=True)
+
+PINNED = {  # name: (kind, agent, split, search, extra build_settings arguments, run id at 9833c0b)
+    "eval teacher test": ("eval", "teacher", "test", EVALUATION, {}, "eval-8c9bd0dbf7"),
+    "eval teacher val_boot (the bootstrap's teacher run)": ("eval", "teacher", "val_boot", EVALUATION, {},
+                                                            "eval-07b3b3198d"),
+    "harvest teacher": ("harvest", "teacher", "val_harvest", HARVEST, {}, "harvest-fc4f2568d1"),
+    "harvest teacher --parity": ("harvest", "teacher", "val_harvest", dataclasses.replace(HARVEST, **PARITY), {},
+                                 "harvest-960e14572e"),
+    "harvest default model": ("harvest", DEFAULT_AGENT, "val_harvest", HARVEST, {}, "harvest-378b25566f"),
+    "harvest odd settings": ("harvest", "org/model", "val", ODD, {}, "harvest-73c98036c8"),
+    "eval openai agent, llm user": ("eval", "openai:m", "test", EVALUATION, {
+        "base_url": "http://127.0.0.1:8000/v1", "user": "llm", "user_model": "openai:u",
+        "user_base_url": "http://127.0.0.1:9000/v1"}, "eval-55484081df"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_whole_split_run_ids_are_those_of_before(name: str) -> None:
+    kind, agent, split, search, extra, expected = PINNED[name]
+    settings = rollouts.build_settings(kind, agent, search, split=split, **extra)
+    assert settings.default_run_id() == expected
+    assert dataclasses.replace(settings, concurrency=3).default_run_id() == expected  # how fast is not what
+
+
+def test_the_task_selection_is_part_of_the_id() -> None:
+    whole = rollouts.build_settings("eval", DEFAULT_AGENT, EVALUATION, split="test")
+    first20 = rollouts.build_settings("eval", DEFAULT_AGENT, EVALUATION, split="test", limit=20)
+    first50 = rollouts.build_settings("eval", DEFAULT_AGENT, EVALUATION, split="test", limit=50)
+    assert whole.default_run_id() == "eval-8a7d9486f7"  # 9833c0b gave every --limit this id too
+    assert len({whole.default_run_id(), first20.default_run_id(), first50.default_run_id()}) == 3
+    assert first20.default_run_id() == "eval-ea2d838619"  # pinned since the selection joined the id
+    picked = rollouts.build_settings("eval", "teacher", EVALUATION, split="val", task_ids=["MUL0003", "PMUL0011.json"])
+    same = rollouts.build_settings("eval", "teacher", EVALUATION, split="val",
+                                   task_ids=["PMUL0011.json", "MUL0003.json", "MUL0003"])
+    assert picked.tasks == ("MUL0003.json", "PMUL0011.json")
+    assert picked.default_run_id() == same.default_run_id() != rollouts.build_settings(
+        "eval", "teacher", EVALUATION, split="val").default_run_id()
+
+
+def test_config_speaks_the_flags_vocabulary_and_hashes_the_old_one() -> None:
+    settings = rollouts.build_settings("harvest", "teacher", dataclasses.replace(HARVEST, **PARITY),
+                                       split="val_harvest", user_base_url="http://u")
+    config = settings.config()
+    assert {"seed_policy": "shared", "credit": "first", "unrewarded": "drop"}.items() <= config["search"].items()
+    assert config["user_base_url"] == "http://u" and "extra" not in config
+    hashed = runs.identity(config)
+    assert {"distinct_seeds": False, "credit_all": False, "keep_unrewarded": False}.items() <= hashed["search"].items()
+    assert hashed["extra"] == {"user_base_url": "http://u"} and "concurrency" not in hashed
+    # a config recorded before the rename hashes the same
+    old = json.loads(json.dumps(config))
+    old["search"] |= {"distinct_seeds": False, "credit_all": False, "keep_unrewarded": False}
+    for name in ("seed_policy", "credit", "unrewarded"):
+        del old["search"][name]
+    old["extra"] = {"user_base_url": old.pop("user_base_url")}
+    assert runs.identity(old) == hashed
+
+
+def test_settings_never_start_work() -> None:
+    settings = rollouts.build_settings("eval", "/no/such/folder", EVALUATION, split="test")
+    assert isinstance(settings, RunSettings) and settings.backend == "transformers"
+
+
+@pytest.mark.slow
+def test_the_cli_builds_the_pinned_settings(wh) -> None:
+    """`factory eval --agent teacher --split val_boot` on a selection: the id the same settings hash to."""
+    result = run("eval", "--agent", "teacher", "--split", "val_boot", "--limit", "2", "--json", "-w", str(wh))
+    assert result.returncode == 0, result.stderr
+    expected = rollouts.build_settings("eval", "teacher", EVALUATION, split="val_boot", limit=2).default_run_id()
+    assert json.loads(result.stdout)["run_id"] == expected
+    config = json.loads(query(wh, "SELECT config FROM runs")[0][0])
+    assert config["limit"] == 2 and config["search"]["seed_policy"] == "distinct"
+    other = run("eval", "--agent", "teacher", "--split", "val_boot", "--limit", "3", "--run", expected, "-w", str(wh))
+    assert other.returncode == 2 and "limit differ" in other.stderr
