@@ -74,11 +74,11 @@ def _run(pool: WorkerPool, settings: RunSettings, writer: warehouse.Writer, run_
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("mean reward {task.fields[reward]:.3f}"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with Progress(*columns, console=console, transient=False) as progress, writer.grouped() as group:
             bar = progress.add_task(f"{settings.kind} {run_id} (ray)", total=len(todo), reward=0.0)
             for event in pool.run(todo, inflight=settings.concurrency):
                 if isinstance(event, Finished):
-                    writer.append(event.tables)
+                    group.append(event.tables)  # committed with the others ready within a second
                     rewards.append(event.tables["rollouts"]["reward"][0].as_py())
                     report.new_rollouts += 1
                     progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))

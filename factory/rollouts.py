@@ -155,7 +155,7 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
         bar = progress.add_task(f"{settings.kind} {run_id}", total=len(todo), reward=0.0)
 
         def write(result: RolloutResult) -> None:
-            writer.append(result.tables())
+            group.append(result.tables())  # committed with the others ready within a second (Writer.grouped)
             rewards.append(result.rollout["reward"])
             report.new_rollouts += 1
             progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))
@@ -165,7 +165,8 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
                                        rollout_id=rollout_id(run_id, task, sample), run_id=run_id, sample=sample)
 
         try:
-            await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
+            with writer.grouped() as group:  # leaving it commits every finished rollout still waiting
+                await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
         finally:
             await agent.aclose()
 
