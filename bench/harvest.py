@@ -11,14 +11,19 @@ rule user, beam B, temperature 1.0, the same `max_new_tokens` everywhere. Compar
 3. serial (`SearchConfig(serial=True)`, concurrency 1, `max_batch=1`; the reference's schedule);
 4. raw batched `generate`: the no-reuse harvest's batches replayed through plain `model.generate` (left
    padding, every row generating `max_new_tokens`), generated tokens/s against the harvest's;
-5. tool time and warehouse write time (`factory.warehouse.Writer.append`, as it is) as shares of wall time
-   (`write share`), peak RSS and the load average. Timings are printed, never asserted.
-`--agent teacher` replaces sampling by teacher forcing: the rule-based teacher picks every assistant turn and
+5. tool time and warehouse write time as shares of wall time (`write share`: the busy time of the writer
+   thread of `factory.warehouse.Writer.grouped`, which commits every group of ready rollouts in one
+   transaction, as `factory harvest` does), peak RSS and the load average. Timings are printed, never asserted.
+`--agent forced` replaces sampling by teacher forcing: the rule-based teacher picks every assistant turn and
 the model runs its tokens (prefill + one decode step per token), so contexts, cache hits and stopping are
 those of an agent that calls tools well (what a trained M0 produces), even with an untrained model.
+`--agent teacher` is a teacher harvest (the rule-based teacher agent, no model; 15 steps as `factory harvest`):
+rollouts/min with grouped writes vs one write session and transaction per rollout (as before), side by side,
+and the grouped harvest's `write share`.
 
-    python bench/harvest.py [--model PATH] [--agent model|teacher] [--tasks 20] [--beam 8] [--max-new-tokens 48]
+    python bench/harvest.py [--model PATH] [--agent model|forced] [--tasks 20] [--beam 8] [--max-new-tokens 48]
                             [--max-steps 4] [--concurrency 20] [--skip-serial] [--skip-raw]
+    python bench/harvest.py --agent teacher --split val --tasks 200 --beam 8
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from search.backends.decoding import Row
 from search.backends.prefix_cache import PrefixCache
 from search.backends.teacher import TeacherBackend
 from search.backends.transformers import BackendStats, TransformersBackend
-from search.josh import Rollout, RolloutResult, SearchConfig, branch_seed
+from search.josh import HARVEST, Rollout, RolloutResult, SearchConfig, branch_seed
 from search.runner import ToolRunner, max_batch, run_all
 from toolwoz import multiwoz, tables
 from toolwoz.tasks import Task
@@ -53,7 +58,7 @@ from toolwoz.tools import ToolEnv
 from toolwoz.user_rule import RuleUser
 
 TARGET_RATIO, TARGET_RAW_SHARE, TARGET_OVERHEAD_SHARE = 2.0, 0.70, 0.02
-TARGET_PREFILL, TARGET_FILL, TARGET_REUSE_SPEEDUP = 0.30, 0.80, 1.8
+TARGET_PREFILL, TARGET_FILL, TARGET_REUSE_SPEEDUP, TARGET_TEACHER_SPEEDUP = 0.30, 0.80, 1.8, 2.5
 
 
 class RecordingBackend(TransformersBackend):
@@ -128,8 +133,9 @@ class Harvest:
     rollouts: list[dict[str, Any]]
     tool_s: float
     write_s: float
-    backend: RecordingBackend
+    backend: Any  # a RecordingBackend, or the teacher
     load: tuple[float, float] = field(default=(0.0, 0.0))  # 1-min load average at start and end
+    write_sessions: int = 0  # transactions that wrote the rollouts
 
     @property
     def per_min(self) -> float:
@@ -145,16 +151,20 @@ class Harvest:
         return sum(len(b) for b in self.backend.recorded) / max(sum(self.backend.live_leaves), 1)
 
 
-def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: RecordingBackend, config: SearchConfig,
-            concurrency: int) -> Harvest:
-    """Run one rollout per task into a fresh temporary warehouse; time tools and writes."""
+def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: SearchConfig, concurrency: int,
+            *, grouped: bool = True) -> Harvest:
+    """Run one rollout per task into a fresh temporary warehouse; time tools and writes. Writes go as the
+    product's (`Writer.grouped`: a writer thread commits every ready group in one transaction; write time is
+    that thread's busy time) or, with `grouped=False`, as before: one session and transaction per rollout."""
     tool_clock, write_clock = [0.0], [0.0]
     env.call_many = timed(ToolEnv.call_many.__get__(env), tool_clock)  # ToolRunner binds it at construction
     tools = ToolRunner(env)
     rollouts: list[dict[str, Any]] = []
+    in_flight = getattr(backend, "in_flight", set())
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, Writer(Path(tmp) / "bench.duckdb", f"bench/harvest.py {label}") as w:
-        append = timed(w.append, write_clock)
+        group = w.grouped() if grouped else None
+        append = group.append if group else timed(w.append, write_clock)
 
         def on_result(result: RolloutResult) -> None:
             append(result.tables())
@@ -165,18 +175,24 @@ def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: RecordingBacke
                 user = RuleUser(task.goal, branch_seed(config.seed, task.task_id, 0, -2))
                 rollout = Rollout(task, backend, user, tools, config, rollout_id=f"{label}/{task.task_id}/0",
                                   run_id=label)
-                backend.in_flight.add(rollout)
+                in_flight.add(rollout)
                 try:
                     return await rollout.run()
                 finally:
-                    backend.in_flight.discard(rollout)
+                    in_flight.discard(rollout)
             return run
 
         start = time.perf_counter()
-        asyncio.run(run_all([job(t) for t in tasks], concurrency=concurrency, on_result=on_result))
+        if group is None:
+            asyncio.run(run_all([job(t) for t in tasks], concurrency=concurrency, on_result=on_result))
+        else:
+            with group:  # its exit commits the last group: part of the wall time
+                asyncio.run(run_all([job(t) for t in tasks], concurrency=concurrency, on_result=on_result))
+            write_clock[0] = group.busy_s
         wall = time.perf_counter() - start
     del env.call_many
-    return Harvest(label, wall, rollouts, tool_clock[0], write_clock[0], backend, (load_start, os.getloadavg()[0]))
+    return Harvest(label, wall, rollouts, tool_clock[0], write_clock[0], backend, (load_start, os.getloadavg()[0]),
+                   group.sessions if group else len(rollouts))
 
 
 @dataclass
@@ -283,18 +299,61 @@ def describe(h: Harvest) -> str:
             f"{statistics.mean([r['reward'] for r in h.rollouts] or [0]):.3f}")
 
 
+def load_average(harvests: Sequence[Harvest]) -> str:
+    now = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    during = ", ".join(f"{h.load[0]:.2f} -> {h.load[1]:.2f} during the {h.label} harvest" for h in harvests)
+    return (f"load average: 1 min {during}; now {now} (1/5/15 min) on {os.cpu_count()} CPUs (other processes' "
+            "load distorts every timing here)")
+
+
+def teacher_writes(env: ToolEnv, tasks: list[Task], config: SearchConfig, args: argparse.Namespace) -> None:
+    """A teacher harvest (no model: what writes cost is most visible) with grouped writes, then the same
+    harvest with one write session and transaction per rollout (as before `Writer.grouped`)."""
+    print(f"settings: agent teacher; {len(tasks)} {args.split} tasks ({tasks[0].task_id} .. {tasks[-1].task_id}); "
+          f"rule user; beam {config.beam}; max_steps {config.max_steps}; temperature 1.0; concurrency "
+          f"{args.concurrency}", flush=True)
+    runs = [harvest(label, env, tasks, TeacherBackend(env.rows), config, args.concurrency, grouped=grouped)
+            for label, grouped in (("grouped", True), ("per-rollout", False))]
+    for h in runs:
+        print(f"{h.label:>11}: {len(h.rollouts)} rollouts in {h.wall_s:.1f} s, {h.write_sessions} write sessions, "
+              f"writes {h.write_s:.2f} s ({h.write_s / h.wall_s:.1%} of wall), tools {h.tool_s:.2f} s; mean reward "
+              f"{statistics.mean([r['reward'] for r in h.rollouts] or [0]):.3f}", flush=True)
+    grouped, single = runs
+    nodes = [{r["task_id"]: r["n_nodes"] for r in h.rollouts} for h in runs]
+    same = nodes[0] == nodes[1]
+    print(f"the same trees both ways (nodes per rollout): {same}")
+    ratio = grouped.per_min / single.per_min
+    verdict = {True: "met", False: "MISSED"}
+    print(f"\n{'measure':<40}{'value':>12}{'target':>10}{'':>8}")
+    for name, value, target, ok in [
+            ("rollouts/min, grouped writes", f"{grouped.per_min:.1f}", "", ""),
+            ("rollouts/min, a transaction per rollout", f"{single.per_min:.1f}", "", ""),
+            ("grouped / per-rollout", f"{ratio:.2f}x", f">= {TARGET_TEACHER_SPEEDUP}x",
+             verdict[ratio >= TARGET_TEACHER_SPEEDUP]),
+            ("per-rollout write share", f"{single.write_s / single.wall_s:.1%}", "", "")]:
+        print(f"{name:<40}{value:>12}{target:>10}{ok:>8}")
+    print(f"\n{load_average(runs)}")
+    share = grouped.write_s / grouped.wall_s
+    print(f"write share: {share:.0%} ({grouped.write_s:.2f} s of {grouped.wall_s:.1f} s, the writer thread, "
+          f"{grouped.write_sessions} sessions for {len(grouped.rollouts)} rollouts; target <= "
+          f"{TARGET_OVERHEAD_SHARE:.0%}: {verdict[share <= TARGET_OVERHEAD_SHARE]})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--multiwoz", default=os.environ.get("FACTORY_MULTIWOZ"),
                         help="MultiWOZ folder or zip (default: $FACTORY_MULTIWOZ)")
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder (e.g. a bootstrapped M0); default: the tiny model, created if missing")
-    parser.add_argument("--agent", choices=("model", "teacher"), default="model",
-                        help="model: the model samples; teacher: teacher forcing through the model (default model)")
-    parser.add_argument("--tasks", type=int, default=20, help="first N val_harvest tasks (default 20)")
+    parser.add_argument("--agent", choices=("model", "forced", "teacher"), default="model",
+                        help="model: the model samples; forced: teacher forcing through the model; teacher: a "
+                             "teacher harvest (no model), grouped vs per-rollout writes (default model)")
+    parser.add_argument("--split", default="val_harvest", help="task split (default val_harvest)")
+    parser.add_argument("--tasks", type=int, default=20, help="first N tasks of the split, sorted ids (default 20)")
     parser.add_argument("--beam", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48, help="per model call, every mode (default 48)")
-    parser.add_argument("--max-steps", type=int, default=4, help="agent turns per branch (default 4)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="agent turns per branch (default 4; --agent teacher: 15, the harvest default)")
     parser.add_argument("--concurrency", type=int, default=20, help="rollouts in flight when batched (default 20)")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="rows per batch (default: concurrency x beam, search.runner.max_batch)")
@@ -305,16 +364,20 @@ def main() -> None:
     from factory.default_model import location
 
     env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(args.multiwoz)))
-    tasks = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[:args.tasks]
+    tasks = sorted((t for t in env.tasks.values() if args.split in t.splits), key=lambda t: t.task_id)[:args.tasks]
+    if not tasks:
+        raise SystemExit(f"Error: no tasks in split {args.split!r}; pass --split val, val_harvest, test or train")
+    max_steps = args.max_steps or (HARVEST.max_steps if args.agent == "teacher" else 4)
+    config = SearchConfig(beam=args.beam, max_steps=max_steps, temperature=1.0, max_new_tokens=args.max_new_tokens)
+    if args.agent == "teacher":
+        return teacher_writes(env, tasks, config, args)
     model = args.model or ensure_model(location(), env)
-    teacher = TeacherBackend(env.rows) if args.agent == "teacher" else None
+    teacher = TeacherBackend(env.rows) if args.agent == "forced" else None
     batch = args.max_batch or max_batch(args.concurrency, args.beam)
-    config = SearchConfig(beam=args.beam, max_steps=args.max_steps, temperature=1.0,
-                          max_new_tokens=args.max_new_tokens)
-    print(f"settings: model {model}; agent {args.agent}; {len(tasks)} val_harvest tasks ({tasks[0].task_id} .. "
-          f"{tasks[-1].task_id}); rule user; beam {args.beam}; max_steps {args.max_steps}; max_new_tokens "
+    print(f"settings: model {model}; agent {args.agent}; {len(tasks)} {args.split} tasks ({tasks[0].task_id} .. "
+          f"{tasks[-1].task_id}); rule user; beam {args.beam}; max_steps {max_steps}; max_new_tokens "
           f"{args.max_new_tokens}; temperature 1.0; concurrency {args.concurrency}, max_batch {batch}; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
+          f"grouped writes; torch threads {torch.get_num_threads()}", flush=True)
 
     reuse = harvest("reuse", env, tasks, load(model, batch, teacher=teacher), config, args.concurrency)
     print(describe(reuse), flush=True)
@@ -364,16 +427,14 @@ def main() -> None:
     print(f"\n{'measure':<34}{'value':>22}{'target':>10}{'':>8}")
     for name, value, target, ok in rows:
         print(f"{name:<34}{value:>22}{target:>10}{ok:>8}")
-    now = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nload average: 1 min {reuse.load[0]:.2f} -> {reuse.load[1]:.2f} during the reuse harvest, "
-          f"{plain.load[0]:.2f} -> {plain.load[1]:.2f} during the other; now {now} (1/5/15 min) on "
-          f"{os.cpu_count()} CPUs (other processes' load distorts every timing here)")
+    print(f"\n{load_average([reuse, plain])}")
     # The three lines scripts read (keep these words).
     print(f"prefill tokens vs no reuse: {prefill:.0%} ({stats.prefill_tokens} of {stats.prompt_tokens}; target "
           f"<= {TARGET_PREFILL:.0%}: {verdict[prefill <= TARGET_PREFILL]})")
     print(f"rows per generate vs live leaves: {reuse.fill:.0%} (target >= {TARGET_FILL:.0%}: "
           f"{verdict[reuse.fill >= TARGET_FILL]})")
-    print(f"write share: {write_share:.0%} ({reuse.write_s:.2f} s of {reuse.wall_s:.1f} s; target <= "
+    print(f"write share: {write_share:.0%} ({reuse.write_s:.2f} s of {reuse.wall_s:.1f} s, the writer thread, "
+          f"{reuse.write_sessions} sessions for {len(reuse.rollouts)} rollouts; target <= "
           f"{TARGET_OVERHEAD_SHARE:.0%}: {verdict[write_share <= TARGET_OVERHEAD_SHARE]})")
 
 

@@ -139,11 +139,13 @@ def test_a_rows_tokens_do_not_depend_on_its_batch_or_the_cache(model_dir, plain,
     others = [_request(USERS[i], seed=20 + i, temperature=1.0, top_p=0.9, max_new_tokens=4 + 9 * i)
               for i in range(3)]
     in_batch = cached.generate_batch([others[0], target, others[1], others[2]])[1]  # cold cache, mixed lengths
+    plain_batch = plain.generate_batch([others[2], others[0], target])[2]  # no cache, another batch
     with_twin = cached.generate_batch([_request(USERS[3], seed=12, temperature=temperature), target])[1]
     warm = cached.generate_batch([target])[0]  # the whole prompt is cached now
     assert warm.extra["cached_tokens"] == warm.prompt_tokens - 1  # only the last prompt token ran
     assert with_twin.extra["cached_tokens"] == with_twin.prompt_tokens  # its twin prefilled for it
-    for completion in (in_batch, with_twin, warm):
+    assert plain_batch.extra["cached_tokens"] == 0
+    for completion in (in_batch, plain_batch, with_twin, warm):
         assert _tokens(completion) == _tokens(alone) and completion.message == alone.message
     assert cached.stats.cache_hits >= 2 and cached.stats.shared_rows == 1
 
