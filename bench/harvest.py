@@ -1,17 +1,29 @@
-"""Harvest benchmark: the batched JOSH scheduler vs. the serial one, and the harvest vs. raw batched `generate`.
+"""Harvest benchmark: prefix reuse vs none, the batch fill, the serial schedule, raw `generate`, writes.
 
-Fixed workload: the default tiny model, the first N `val_harvest` tasks (sorted ids), the rule user, beam B,
-temperature 1.0, the same `max_new_tokens` in every mode. Compared:
-1. batched (`SearchConfig(serial=False)`, all tasks at once through `run_all`, one backend batching every
-   pending request) vs. serial (`serial=True`, concurrency 1, a backend with `max_batch=1`: one leaf's request
-   at a time): conversations/min and their ratio;
-2. the batched harvest's generated tokens/s vs. raw batched `generate`: the very batches the harvest ran
-   (recorded, re-rendered to token ids), replayed through plain `model.generate` with left padding at the same
-   batch sizes and `min_new_tokens = max_new_tokens` (every row generates the full length), best of 2 per batch;
-3. tool time (`ToolEnv.call_many`) and warehouse write time (`Writer.append`) as shares of the harvest's wall
-   time, and peak RSS. Timings are printed, never asserted.
+Fixed workload: a model (`--model`, default the tiny model), the first N `val_harvest` tasks (sorted ids), the
+rule user, beam B, temperature 1.0, the same `max_new_tokens` everywhere. Compared, side by side in one run:
+1. the batched harvest with the prefix cache vs. the same harvest without it (`prefix_cache_tokens=0`, every
+   prompt prefilled in full): conversations/min, and the prompt tokens the model computed against what the
+   same tree needs without reuse (`prefill tokens vs no reuse`). Rows keep their seeds, so both build the
+   same trees (checked: per-rollout generated tokens);
+2. the batch fill: rows per generate against the live leaves of the rollouts in flight when it started
+   (`rows per generate vs live leaves`);
+3. serial (`SearchConfig(serial=True)`, concurrency 1, `max_batch=1`; the reference's schedule);
+4. raw batched `generate`: the no-reuse harvest's batches replayed through plain `model.generate` (left
+   padding, every row generating `max_new_tokens`), generated tokens/s against the harvest's;
+5. tool time and warehouse write time as shares of wall time (`write share`: the busy time of the writer
+   thread of `factory.warehouse.Writer.grouped`, which commits every group of ready rollouts in one
+   transaction, as `factory harvest` does), peak RSS and the load average. Timings are printed, never asserted.
+`--agent forced` replaces sampling by teacher forcing: the rule-based teacher picks every assistant turn and
+the model runs its tokens (prefill + one decode step per token), so contexts, cache hits and stopping are
+those of an agent that calls tools well (what a trained M0 produces), even with an untrained model.
+`--agent teacher` is a teacher harvest (the rule-based teacher agent, no model; 15 steps as `factory harvest`):
+rollouts/min with grouped writes vs one write session and transaction per rollout (as before), side by side,
+and the grouped harvest's `write share`.
 
-    python bench/harvest.py [--tasks 20] [--beam 8] [--max-new-tokens 48] [--max-steps 4] [--concurrency 20]
+    python bench/harvest.py [--model PATH] [--agent model|forced] [--tasks 20] [--beam 8] [--max-new-tokens 48]
+                            [--max-steps 4] [--concurrency 20] [--skip-serial] [--skip-raw]
+    python bench/harvest.py --agent teacher --split val --tasks 200 --beam 8
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -34,8 +46,11 @@ from transformers import GenerationConfig
 
 from factory.warehouse import Writer
 from search.backends.base import Completion, Request
+from search.backends.decoding import Row
+from search.backends.prefix_cache import PrefixCache
+from search.backends.teacher import TeacherBackend
 from search.backends.transformers import BackendStats, TransformersBackend
-from search.josh import SearchConfig, branch_seed, run_rollout
+from search.josh import HARVEST, Rollout, RolloutResult, SearchConfig, branch_seed
 from search.runner import ToolRunner, max_batch, run_all
 from toolwoz import multiwoz, tables
 from toolwoz.tasks import Task
@@ -43,18 +58,60 @@ from toolwoz.tools import ToolEnv
 from toolwoz.user_rule import RuleUser
 
 TARGET_RATIO, TARGET_RAW_SHARE, TARGET_OVERHEAD_SHARE = 2.0, 0.70, 0.02
+TARGET_PREFILL, TARGET_FILL, TARGET_REUSE_SPEEDUP, TARGET_TEACHER_SPEEDUP = 0.30, 0.80, 1.8, 2.5
 
 
 class RecordingBackend(TransformersBackend):
-    """The transformers backend, remembering every batch of requests it ran (for the raw replay)."""
+    """The transformers backend, remembering every batch it ran and the live leaves when it started."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)  # the batcher binds `self.generate_batch`, i.e. the method below
         self.recorded: list[list[Request]] = []
+        self.answers: list[list[Completion]] = []
+        self.live_leaves: list[int] = []
+        self.in_flight: set[Rollout] = set()
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Completion]:
         self.recorded.append(list(requests))
-        return super().generate_batch(requests)
+        self.live_leaves.append(sum(len(r.live_leaves()) for r in list(self.in_flight)))
+        self.answers.append(super().generate_batch(requests))
+        return self.answers[-1]
+
+
+class ForcedBackend(RecordingBackend):
+    """Teacher forcing: the teacher writes each assistant turn, the model runs its tokens as if it had
+    sampled them (prompt prefill, then one decode step per token, the prefix cache as usual)."""
+
+    def __init__(self, *args: Any, teacher: TeacherBackend, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        self._answers: dict[int, Completion] = {}
+
+    async def complete(self, request: Request) -> Completion:
+        self._answers[id(request)] = await self.teacher.complete(request)
+        try:
+            return await super().complete(request)
+        finally:
+            self._answers.pop(id(request), None)
+
+    def _rows(self, requests: Sequence[Request], results: list[Completion | None]) -> list[tuple[int, Row]]:
+        rows = super()._rows(requests, results)
+        for i, row in rows:
+            answer = self._answers.get(id(requests[i]))
+            if answer is None:  # the warm-up request
+                continue
+            message = answer.message
+            full = self.tokenizer.apply_chat_template([*requests[i].messages, message], tools=requests[i].tools,
+                                                      return_dict=True)["input_ids"]
+            turn = list(full[len(row.ids):]) if list(full[:len(row.ids)]) == row.ids else []
+            end = next((k for k, t in enumerate(turn) if t in self.eos_ids), len(turn) - 1)
+            row.forced = turn[:end + 1] or [self.eos_ids[0]]
+        return rows
+
+    def _completion(self, row: Row, request: Request) -> Completion:
+        completion = super()._completion(row, request)
+        answer = self._answers.get(id(request))
+        return completion if answer is None else replace(completion, message=answer.message, parse_error=None)
 
 
 def timed(fn: Callable[..., Any], clock: list[float]) -> Callable[..., Any]:
@@ -76,7 +133,9 @@ class Harvest:
     rollouts: list[dict[str, Any]]
     tool_s: float
     write_s: float
-    backend: RecordingBackend
+    backend: Any  # a RecordingBackend, or the teacher
+    load: tuple[float, float] = field(default=(0.0, 0.0))  # 1-min load average at start and end
+    write_sessions: int = 0  # transactions that wrote the rollouts
 
     @property
     def per_min(self) -> float:
@@ -86,31 +145,54 @@ class Harvest:
     def tokens(self) -> int:
         return sum(r["completion_tokens"] for r in self.rollouts)
 
+    @property
+    def fill(self) -> float:
+        """Rows per generate over the live leaves of the rollouts in flight when it started."""
+        return sum(len(b) for b in self.backend.recorded) / max(sum(self.backend.live_leaves), 1)
 
-def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: RecordingBackend, config: SearchConfig,
-            concurrency: int) -> Harvest:
-    """Run one rollout per task into a fresh temporary warehouse; time tools and writes."""
+
+def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: SearchConfig, concurrency: int,
+            *, grouped: bool = True) -> Harvest:
+    """Run one rollout per task into a fresh temporary warehouse; time tools and writes. Writes go as the
+    product's (`Writer.grouped`: a writer thread commits every ready group in one transaction; write time is
+    that thread's busy time) or, with `grouped=False`, as before: one session and transaction per rollout."""
     tool_clock, write_clock = [0.0], [0.0]
     env.call_many = timed(ToolEnv.call_many.__get__(env), tool_clock)  # ToolRunner binds it at construction
     tools = ToolRunner(env)
     rollouts: list[dict[str, Any]] = []
+    in_flight = getattr(backend, "in_flight", set())
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, Writer(Path(tmp) / "bench.duckdb", f"bench/harvest.py {label}") as w:
-        append = timed(w.append, write_clock)
+        group = w.grouped() if grouped else None
+        append = group.append if group else timed(w.append, write_clock)
 
-        def on_result(result: Any) -> None:
+        def on_result(result: RolloutResult) -> None:
             append(result.tables())
             rollouts.append(result.rollout)
 
         def job(task: Task) -> Callable[[], Any]:
-            user = RuleUser(task.goal, branch_seed(config.seed, task.task_id, 0, -2))
-            return lambda: run_rollout(task, backend, user, tools, config, rollout_id=f"{label}/{task.task_id}/0",
-                                       run_id=label)
+            async def run() -> RolloutResult:
+                user = RuleUser(task.goal, branch_seed(config.seed, task.task_id, 0, -2))
+                rollout = Rollout(task, backend, user, tools, config, rollout_id=f"{label}/{task.task_id}/0",
+                                  run_id=label)
+                in_flight.add(rollout)
+                try:
+                    return await rollout.run()
+                finally:
+                    in_flight.discard(rollout)
+            return run
 
         start = time.perf_counter()
-        asyncio.run(run_all([job(t) for t in tasks], concurrency=concurrency, on_result=on_result))
+        if group is None:
+            asyncio.run(run_all([job(t) for t in tasks], concurrency=concurrency, on_result=on_result))
+        else:
+            with group:  # its exit commits the last group: part of the wall time
+                asyncio.run(run_all([job(t) for t in tasks], concurrency=concurrency, on_result=on_result))
+            write_clock[0] = group.busy_s
         wall = time.perf_counter() - start
     del env.call_many
-    return Harvest(label, wall, rollouts, tool_clock[0], write_clock[0], backend)
+    return Harvest(label, wall, rollouts, tool_clock[0], write_clock[0], backend, (load_start, os.getloadavg()[0]),
+                   group.sessions if group else len(rollouts))
 
 
 @dataclass
@@ -122,17 +204,16 @@ class Replay:
     rows: int = 0
 
 
-def raw_generate(backend: TransformersBackend, batches: list[list[Request]], new_tokens: int | None = None,
-                 repeat: int = 2) -> Replay:
-    """Replay `batches` through plain `model.generate`, every row generating the batch's `max_new_tokens`
-    (or `new_tokens`: 1 times the prefill alone); each batch's time is the best of `repeat` runs."""
+def raw_generate(backend: TransformersBackend, batches: list[list[Request]], repeat: int = 2) -> Replay:
+    """Replay `batches` through plain `model.generate`, every row generating the batch's `max_new_tokens`;
+    each batch's time is the best of `repeat` runs."""
     replay = Replay()
     for requests in batches:
         rows = [(backend.render(r), r.params.max_new_tokens) for r in requests]
         rows = [(ids, n) for ids, n in rows if len(ids) <= backend.max_context - n]  # overflows never ran
         if not rows:
             continue
-        width, new = max(len(ids) for ids, _ in rows), new_tokens or max(n for _, n in rows)
+        width, new = max(len(ids) for ids, _ in rows), max(n for _, n in rows)
         input_ids = torch.full((len(rows), width), backend.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         for r, (ids, _) in enumerate(rows):
@@ -155,6 +236,29 @@ def raw_generate(backend: TransformersBackend, batches: list[list[Request]], new
     return replay
 
 
+def retokenisation_loss(backend: RecordingBackend) -> tuple[int, int]:
+    """(prompt tokens a cache would also skip if it held each answered turn as the next prompt renders it,
+    prompt tokens) over the recorded batches, counted on token ids with an unbounded cache. The model samples
+    one of many token sequences for a text; the chat template renders the parsed message canonically, so a
+    child's prompt can diverge from its parent's cached generation before the text does."""
+    ids_only = lambda a, b: torch.empty(0)  # noqa: E731 - matching only: no K/V
+    generated, rendered = PrefixCache(1 << 62), PrefixCache(1 << 62)
+    lost = total = 0
+    for requests, answers in zip(backend.recorded, backend.answers):
+        ran = [(backend.render(r), r, a) for r, a in zip(requests, answers) if "token_ids" in a.extra]
+        for ids, _, _ in {tuple(ids): x for x in ran for ids in [x[0]]}.values():  # identical prompts: once
+            limit = len(ids) - 1
+            lost += max(0, rendered.match(ids, limit).length - generated.match(ids, limit).length)
+        total += sum(len(ids) for ids, _, _ in ran)
+        for ids, request, answer in ran:
+            generated.store(ids + answer.extra["token_ids"], ids_only)
+            turn = backend.tokenizer.apply_chat_template([*request.messages, answer.message], tools=request.tools,
+                                                         return_dict=True)["input_ids"]
+            rendered.store(list(turn), ids_only)
+            rendered.store(ids + answer.extra["token_ids"], ids_only)
+    return lost, total
+
+
 def ensure_model(path: Path, env: ToolEnv) -> Path:
     if not (path / "config.json").exists():
         from toolwoz.corpus import build_corpus
@@ -165,11 +269,14 @@ def ensure_model(path: Path, env: ToolEnv) -> Path:
     return path
 
 
-def load(model: Path, max_batch: int) -> RecordingBackend:
-    """A recording backend, warmed up (one-time costs of the first `generate` are not timed)."""
-    backend = RecordingBackend(model, max_batch=max_batch)
-    backend.generate_batch([Request([{"role": "user", "content": "warm up"}])])
-    backend.recorded.clear()
+def load(model: Path, batch: int, *, reuse: bool = True,
+         teacher: TeacherBackend | None = None) -> RecordingBackend:
+    """A recording backend, warmed up (one-time costs of the first batch are not timed)."""
+    cache = None if reuse else 0
+    backend = (ForcedBackend(model, max_batch=batch, prefix_cache_tokens=cache, teacher=teacher) if teacher
+               else RecordingBackend(model, max_batch=batch, prefix_cache_tokens=cache))
+    TransformersBackend.generate_batch(backend, [Request([{"role": "user", "content": "warm up"}])])
+    backend.loop.prefix_cache.clear()
     backend.stats = BackendStats()
     return backend
 
@@ -180,89 +287,155 @@ def describe(h: Harvest) -> str:
     for r in h.rollouts:
         ends[r["end_reason"]] = ends.get(r["end_reason"], 0) + 1
     failed = sum(r["status"] != "done" for r in h.rollouts)
-    return (f"{h.label:>8}: {len(h.rollouts)} rollouts ({failed} failed; ends {ends}) in {h.wall_s:.1f} s; "
-            f"{len(sizes)} generate batches, rows/batch mean {statistics.mean(sizes or [0]):.1f} "
-            f"median {statistics.median(sizes or [0]):.0f} max {max(sizes or [0])}; "
-            f"{h.tokens} tokens generated; inside model.generate {stats.generate_s:.1f} s "
-            f"({stats.generate_s / h.wall_s:.0%} of wall); mean reward "
+    return (f"{h.label:>9}: {len(h.rollouts)} rollouts ({failed} failed; ends {ends}) in {h.wall_s:.1f} s; "
+            f"{len(sizes)} batches, rows/batch mean {statistics.mean(sizes or [0]):.1f} max {max(sizes or [0])} "
+            f"(live leaves mean {statistics.mean(h.backend.live_leaves or [0]):.1f}); {h.tokens} tokens generated; "
+            f"prompt tokens {stats.prompt_tokens}, prefilled {stats.prefill_tokens} (padded {stats.prefill_padded}), "
+            f"reused {stats.cached_tokens} (rows hitting the cache {stats.cache_hits}, rows copying an identical "
+            f"prompt's prefill {stats.shared_rows}); {stats.forwards} forwards, "
+            f"{stats.decode_rows} row-steps of decode, {stats.compactions} compactions; in the decode loop "
+            f"{stats.generate_s:.1f} s ({stats.generate_s / h.wall_s:.0%} of wall: prefill {stats.prefill_s:.1f} s, "
+            f"decode {stats.decode_s:.1f} s); mean reward "
             f"{statistics.mean([r['reward'] for r in h.rollouts] or [0]):.3f}")
+
+
+def load_average(harvests: Sequence[Harvest]) -> str:
+    now = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    during = ", ".join(f"{h.load[0]:.2f} -> {h.load[1]:.2f} during the {h.label} harvest" for h in harvests)
+    return (f"load average: 1 min {during}; now {now} (1/5/15 min) on {os.cpu_count()} CPUs (other processes' "
+            "load distorts every timing here)")
+
+
+def teacher_writes(env: ToolEnv, tasks: list[Task], config: SearchConfig, args: argparse.Namespace) -> None:
+    """A teacher harvest (no model: what writes cost is most visible) with grouped writes, then the same
+    harvest with one write session and transaction per rollout (as before `Writer.grouped`)."""
+    print(f"settings: agent teacher; {len(tasks)} {args.split} tasks ({tasks[0].task_id} .. {tasks[-1].task_id}); "
+          f"rule user; beam {config.beam}; max_steps {config.max_steps}; temperature 1.0; concurrency "
+          f"{args.concurrency}", flush=True)
+    runs = [harvest(label, env, tasks, TeacherBackend(env.rows), config, args.concurrency, grouped=grouped)
+            for label, grouped in (("grouped", True), ("per-rollout", False))]
+    for h in runs:
+        print(f"{h.label:>11}: {len(h.rollouts)} rollouts in {h.wall_s:.1f} s, {h.write_sessions} write sessions, "
+              f"writes {h.write_s:.2f} s ({h.write_s / h.wall_s:.1%} of wall), tools {h.tool_s:.2f} s; mean reward "
+              f"{statistics.mean([r['reward'] for r in h.rollouts] or [0]):.3f}", flush=True)
+    grouped, single = runs
+    nodes = [{r["task_id"]: r["n_nodes"] for r in h.rollouts} for h in runs]
+    same = nodes[0] == nodes[1]
+    print(f"the same trees both ways (nodes per rollout): {same}")
+    ratio = grouped.per_min / single.per_min
+    verdict = {True: "met", False: "MISSED"}
+    print(f"\n{'measure':<40}{'value':>12}{'target':>10}{'':>8}")
+    for name, value, target, ok in [
+            ("rollouts/min, grouped writes", f"{grouped.per_min:.1f}", "", ""),
+            ("rollouts/min, a transaction per rollout", f"{single.per_min:.1f}", "", ""),
+            ("grouped / per-rollout", f"{ratio:.2f}x", f">= {TARGET_TEACHER_SPEEDUP}x",
+             verdict[ratio >= TARGET_TEACHER_SPEEDUP]),
+            ("per-rollout write share", f"{single.write_s / single.wall_s:.1%}", "", "")]:
+        print(f"{name:<40}{value:>12}{target:>10}{ok:>8}")
+    print(f"\n{load_average(runs)}")
+    share = grouped.write_s / grouped.wall_s
+    print(f"write share: {share:.0%} ({grouped.write_s:.2f} s of {grouped.wall_s:.1f} s, the writer thread, "
+          f"{grouped.write_sessions} sessions for {len(grouped.rollouts)} rollouts; target <= "
+          f"{TARGET_OVERHEAD_SHARE:.0%}: {verdict[share <= TARGET_OVERHEAD_SHARE]})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--multiwoz", default=os.environ.get("FACTORY_MULTIWOZ"),
                         help="MultiWOZ folder or zip (default: $FACTORY_MULTIWOZ)")
-    parser.add_argument("--tasks", type=int, default=20, help="first N val_harvest tasks (default 20)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model folder (e.g. a bootstrapped M0); default: the tiny model, created if missing")
+    parser.add_argument("--agent", choices=("model", "forced", "teacher"), default="model",
+                        help="model: the model samples; forced: teacher forcing through the model; teacher: a "
+                             "teacher harvest (no model), grouped vs per-rollout writes (default model)")
+    parser.add_argument("--split", default="val_harvest", help="task split (default val_harvest)")
+    parser.add_argument("--tasks", type=int, default=20, help="first N tasks of the split, sorted ids (default 20)")
     parser.add_argument("--beam", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=48, help="per model call, both modes (default 48)")
-    parser.add_argument("--max-steps", type=int, default=4, help="agent turns per branch (default 4)")
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="per model call, every mode (default 48)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="agent turns per branch (default 4; --agent teacher: 15, the harvest default)")
     parser.add_argument("--concurrency", type=int, default=20, help="rollouts in flight when batched (default 20)")
     parser.add_argument("--max-batch", type=int, default=None,
-                        help="rows per batched generate (default: concurrency x beam, search.runner.max_batch)")
-    parser.add_argument("--model", type=Path, default=None, help="default: the tiny model (created if missing)")
-    parser.add_argument("--skip-serial", action="store_true", help="only the batched harvest (development)")
+                        help="rows per batch (default: concurrency x beam, search.runner.max_batch)")
+    parser.add_argument("--skip-serial", action="store_true", help="no serial harvest")
+    parser.add_argument("--skip-raw", action="store_true", help="no raw generate replay")
     args = parser.parse_args()
 
     from factory.default_model import location
 
-    load_start = os.getloadavg()[0]
-
     env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(args.multiwoz)))
-    tasks = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[:args.tasks]
+    tasks = sorted((t for t in env.tasks.values() if args.split in t.splits), key=lambda t: t.task_id)[:args.tasks]
+    if not tasks:
+        raise SystemExit(f"Error: no tasks in split {args.split!r}; pass --split val, val_harvest, test or train")
+    max_steps = args.max_steps or (HARVEST.max_steps if args.agent == "teacher" else 4)
+    config = SearchConfig(beam=args.beam, max_steps=max_steps, temperature=1.0, max_new_tokens=args.max_new_tokens)
+    if args.agent == "teacher":
+        return teacher_writes(env, tasks, config, args)
     model = args.model or ensure_model(location(), env)
+    teacher = TeacherBackend(env.rows) if args.agent == "forced" else None
     batch = args.max_batch or max_batch(args.concurrency, args.beam)
-    config = SearchConfig(beam=args.beam, max_steps=args.max_steps, temperature=1.0,
-                          max_new_tokens=args.max_new_tokens)
-    print(f"settings: model {model}; {len(tasks)} val_harvest tasks ({tasks[0].task_id} .. {tasks[-1].task_id}); "
-          f"rule user; beam {args.beam}; max_steps {args.max_steps}; max_new_tokens {args.max_new_tokens}; "
-          f"temperature 1.0; batched concurrency {args.concurrency}, max_batch "
-          f"{batch}; torch threads {torch.get_num_threads()}",
-          flush=True)
+    print(f"settings: model {model}; agent {args.agent}; {len(tasks)} {args.split} tasks ({tasks[0].task_id} .. "
+          f"{tasks[-1].task_id}); rule user; beam {args.beam}; max_steps {max_steps}; max_new_tokens "
+          f"{args.max_new_tokens}; temperature 1.0; concurrency {args.concurrency}, max_batch {batch}; "
+          f"grouped writes; torch threads {torch.get_num_threads()}", flush=True)
 
-    batched_backend = load(model, max_batch=batch)
-    batched = harvest("batched", env, tasks, batched_backend, config, args.concurrency)
-    print(describe(batched), flush=True)
-    raw = raw_generate(batched_backend, batched_backend.recorded)
-    prefill = raw_generate(batched_backend, batched_backend.recorded, new_tokens=1)
+    reuse = harvest("reuse", env, tasks, load(model, batch, teacher=teacher), config, args.concurrency)
+    print(describe(reuse), flush=True)
+    plain = harvest("no reuse", env, tasks, load(model, batch, reuse=False, teacher=teacher), config,
+                    args.concurrency)
+    print(describe(plain), flush=True)
+    same = {r["task_id"]: r["completion_tokens"] for r in reuse.rollouts} == \
+        {r["task_id"]: r["completion_tokens"] for r in plain.rollouts}
+    print(f"per-rollout generated tokens equal with and without reuse (per-row seeds): {same}")
     serial = None
     if not args.skip_serial:
-        serial = harvest("serial", env, tasks, load(model, max_batch=1), replace(config, serial=True), 1)
+        serial = harvest("serial", env, tasks, load(model, 1, reuse=False, teacher=teacher),
+                         replace(config, serial=True), 1)
         print(describe(serial), flush=True)
-        same = {r["task_id"]: r["completion_tokens"] for r in serial.rollouts} == \
-            {r["task_id"]: r["completion_tokens"] for r in batched.rollouts}
-        print(f"per-rollout generated tokens equal in both modes (per-row seeds): {same}")
-    raw_rate, harvest_rate = raw.tokens / raw.seconds, batched.tokens / batched.wall_s
-    tool_share, write_share = batched.tool_s / batched.wall_s, batched.write_s / batched.wall_s
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    raw = None
+    if not args.skip_raw and teacher is None:
+        raw = raw_generate(plain.backend, plain.backend.recorded)
+        print(f"raw batched generate: the no-reuse harvest's {len(plain.backend.recorded)} batches replayed through "
+              f"plain model.generate (same prompts and batch sizes, left padding, min_new_tokens = max_new_tokens, "
+              f"best of 2 per batch): {raw.tokens} tokens in {raw.seconds:.1f} s; {raw.rows} rows, mean prompt "
+              f"{raw.prompt / max(raw.rows, 1):.0f} tokens, padding efficiency {raw.prompt / max(raw.padded, 1):.0%}")
 
-    print(f"\nraw batched generate: the batched harvest's {len(batched_backend.recorded)} batches replayed through "
-          f"plain model.generate (same prompts, batch sizes, left padding; min_new_tokens = max_new_tokens; best of 2 per batch): "
-          f"{raw.tokens} tokens in {raw.seconds:.1f} s (the prefill alone, max_new_tokens=1: {prefill.seconds:.1f} s); "
-          f"{raw.rows} rows, mean prompt {raw.prompt / max(raw.rows, 1):.0f} tokens, padding efficiency "
-          f"{raw.prompt / max(raw.padded, 1):.0%} (real / padded prompt tokens)")
+    lost, total = retokenisation_loss(reuse.backend)
+    print(f"re-tokenisation: prompts diverge from their parent's sampled tokens before the rendered text does; a "
+          f"cache that also held each turn as re-rendered would skip {lost} more prompt tokens "
+          f"({lost / max(total, 1):.1%} of {total})")
+    stats = reuse.backend.stats
+    prefill = stats.prefill_tokens / max(stats.prompt_tokens, 1)
+    write_share = reuse.write_s / reuse.wall_s
+    speedup = reuse.per_min / plain.per_min
     verdict = {True: "met", False: "MISSED"}
-    rows = [("batched conversations/min", f"{batched.per_min:.1f}", "", "")]
+    rows = [("conversations/min with reuse", f"{reuse.per_min:.1f}", "", ""),
+            ("conversations/min without reuse", f"{plain.per_min:.1f}", "", ""),
+            ("with / without reuse", f"{speedup:.2f}x", f">= {TARGET_REUSE_SPEEDUP}x",
+             verdict[speedup >= TARGET_REUSE_SPEEDUP])]
     if serial is not None:
-        ratio = batched.per_min / serial.per_min
+        ratio = reuse.per_min / serial.per_min
         rows += [("serial conversations/min", f"{serial.per_min:.1f}", "", ""),
                  ("batched / serial", f"{ratio:.2f}x", f">= {TARGET_RATIO:.0f}x", verdict[ratio >= TARGET_RATIO])]
-    share = harvest_rate / raw_rate
-    rows += [("harvest generated tokens/s", f"{harvest_rate:.0f}", "", ""),
-             ("raw batched generate tokens/s", f"{raw_rate:.0f}", "", ""),
-             ("harvest / raw", f"{share:.0%}", f">= {TARGET_RAW_SHARE:.0%}", verdict[share >= TARGET_RAW_SHARE]),
-             ("tool time / harvest wall", f"{tool_share:.2%} ({batched.tool_s:.2f} s)",
-              f"<= {TARGET_OVERHEAD_SHARE:.0%}", verdict[tool_share <= TARGET_OVERHEAD_SHARE]),
-             ("write time / harvest wall", f"{write_share:.2%} ({batched.write_s:.2f} s)",
-              f"<= {TARGET_OVERHEAD_SHARE:.0%}", verdict[write_share <= TARGET_OVERHEAD_SHARE]),
-             ("peak RSS", f"{peak_mb:.0f} MB", "", "")]
-    outside = batched.wall_s - batched_backend.stats.generate_s
-    print(f"where the batched harvest's {batched.wall_s:.1f} s went: {batched_backend.stats.generate_s:.1f} s inside the "
-          f"backend's model.generate (raw replay of the same batches: {raw.seconds:.1f} s), {outside:.1f} s outside it")
-    print(f"load average (1 min): {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end, on {os.cpu_count()} CPUs "
-          "(other processes' load distorts every timing here)")
-    print(f"\n{'measure':<32}{'value':>22}{'target':>10}{'':>8}")
+    if raw is not None:
+        share = (plain.tokens / plain.wall_s) / (raw.tokens / raw.seconds)
+        rows += [("no-reuse harvest / raw tokens/s", f"{share:.0%}", f">= {TARGET_RAW_SHARE:.0%}",
+                  verdict[share >= TARGET_RAW_SHARE])]
+    rows += [("tool time / harvest wall", f"{reuse.tool_s / reuse.wall_s:.2%} ({reuse.tool_s:.2f} s)",
+              f"<= {TARGET_OVERHEAD_SHARE:.0%}", verdict[reuse.tool_s / reuse.wall_s <= TARGET_OVERHEAD_SHARE]),
+             ("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", "", "")]
+    print(f"\n{'measure':<34}{'value':>22}{'target':>10}{'':>8}")
     for name, value, target, ok in rows:
-        print(f"{name:<32}{value:>22}{target:>10}{ok:>8}")
+        print(f"{name:<34}{value:>22}{target:>10}{ok:>8}")
+    print(f"\n{load_average([reuse, plain])}")
+    # The three lines scripts read (keep these words).
+    print(f"prefill tokens vs no reuse: {prefill:.0%} ({stats.prefill_tokens} of {stats.prompt_tokens}; target "
+          f"<= {TARGET_PREFILL:.0%}: {verdict[prefill <= TARGET_PREFILL]})")
+    print(f"rows per generate vs live leaves: {reuse.fill:.0%} (target >= {TARGET_FILL:.0%}: "
+          f"{verdict[reuse.fill >= TARGET_FILL]})")
+    print(f"write share: {write_share:.0%} ({reuse.write_s:.2f} s of {reuse.wall_s:.1f} s, the writer thread, "
+          f"{reuse.write_sessions} sessions for {len(reuse.rollouts)} rollouts; target <= "
+          f"{TARGET_OVERHEAD_SHARE:.0%}: {verdict[write_share <= TARGET_OVERHEAD_SHARE]})")
 
 
 if __name__ == "__main__":

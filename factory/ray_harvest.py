@@ -78,12 +78,13 @@ def _run(pool: WorkerPool, settings: RunSettings, writer: warehouse.Writer, run_
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("mean reward {task.fields[reward]:.3f}"), TimeElapsedColumn())
     try:
-        with LogProgress(*columns, console=console, transient=False) as progress:
+        with LogProgress(*columns, console=console, transient=False) as progress, writer.grouped() as group:
             bar = progress.add_task(f"{settings.kind} {run_id} (ray)", total=len(todo), reward=0.0)
             for event in pool.run(todo, inflight=settings.concurrency):
                 if isinstance(event, Finished):
                     rollout = event.tables["rollouts"]["rollout_id"][0].as_py()
-                    rollouts.commit(writer, event.tables, rollout, retry)
+                    # committed with the others ready within a second (Writer.grouped)
+                    rollouts.commit(group, event.tables, rollout, retry)
                     rewards.append(event.tables["rollouts"]["reward"][0].as_py())
                     report.new_rollouts += 1
                     progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))

@@ -116,7 +116,8 @@ def failed_rollouts(writer: warehouse.Writer, run_id: str) -> set[str]:
                                           [run_id]).fetchall()}
 
 
-def commit(writer: warehouse.Writer, tables: dict[str, Any], rollout: str, retry: set[str]) -> None:
+def commit(writer: warehouse.Writer | warehouse.WriteGroup, tables: dict[str, Any], rollout: str,
+           retry: set[str]) -> None:
     """Commit one rollout's rows in one transaction; a retried rollout's old rows go in the same one."""
     writer.append(tables, before=[(s, [rollout]) for s in _REPLACE] if rollout in retry else [])
 
@@ -188,7 +189,8 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
         bar = progress.add_task(f"{settings.kind} {run_id}", total=len(todo), reward=0.0)
 
         def write(result: RolloutResult) -> None:
-            commit(writer, result.tables(), result.rollout["rollout_id"], retry)
+            # committed with the others ready within a second (Writer.grouped)
+            commit(group, result.tables(), result.rollout["rollout_id"], retry)
             rewards.append(result.rollout["reward"])
             report.new_rollouts += 1
             progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))
@@ -198,7 +200,8 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
                                        rollout_id=rollout_id(run_id, task, sample), run_id=run_id, sample=sample)
 
         try:
-            await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
+            with writer.grouped() as group:  # leaving it commits every finished rollout still waiting
+                await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
         finally:
             await agent.aclose()
 

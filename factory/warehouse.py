@@ -7,7 +7,11 @@ Concurrency model (measured in ../shared/notes/stack-checks.md §2): DuckDB allo
   `kill -9`), but opens the DuckDB file only for each short write session (open, one transaction, close:
   about 20 ms), retrying while a reader holds it;
 - readers (`factory sql`) open read-only and retry briefly while a write session holds the file.
-Every write session is one transaction, so a rollout is either wholly visible or not at all.
+Every write session is one transaction, so a rollout is either wholly visible or not at all. A harvest groups
+its writes (`Writer.grouped`): a writer thread commits every rollout finished within `max_delay_s` of the first
+one waiting in ONE session (open, one transaction, close), so the connect/commit/checkpoint costs are paid once
+per group, at most one session starts per `max_delay_s` (readers always find gaps), and a `kill -9` loses at
+most the rollouts of the last second, never part of one (re-running resumes).
 A writer migrates the schema and re-creates the macros and views only when the package's SQL files changed
 since they were made (`sql.fingerprint()`, recorded in `_factory_views`); otherwise opening costs one query.
 """
@@ -17,8 +21,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -257,14 +263,111 @@ class Writer:
         with self.session() as con, sql.transaction(con):
             for statement, params in before:
                 con.execute(statement, params)
-            for name, rows in tables.items():
-                table = rows if isinstance(rows, pa.Table) else to_arrow(rows)
-                if table.num_rows:
-                    con.register("_factory_rows", table)
-                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _factory_rows")  # name: ours
-                    con.unregister("_factory_rows")
+            _insert(con, tables)
             for statement, params in statements:
                 con.execute(statement, params)
+
+    def append_many(self, groups: list[Mapping[str, pa.Table | list[dict[str, Any]]]], *,
+                    before: list[tuple[str, Any]] = ()) -> None:
+        """Run `before`, then insert the rows of every mapping in `groups` (e.g. one per rollout): ONE session
+        and transaction."""
+        with self.session() as con, sql.transaction(con):
+            for statement, params in before:
+                con.execute(statement, params)
+            for name, table in _concat(groups):
+                _insert(con, {name: table})
+
+    def grouped(self, max_delay_s: float = 1.0) -> "WriteGroup":
+        """A `WriteGroup` on this writer: `with writer.grouped() as group: group.append(tables)`."""
+        return WriteGroup(self, max_delay_s)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, tables: Mapping[str, pa.Table | list[dict[str, Any]]]) -> None:
+    for name, rows in tables.items():
+        table = rows if isinstance(rows, pa.Table) else to_arrow(rows)
+        if table.num_rows:
+            con.register("_factory_rows", table)
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _factory_rows")  # name: ours
+            con.unregister("_factory_rows")
+
+
+def _concat(groups: list[Mapping[str, pa.Table | list[dict[str, Any]]]]) -> list[tuple[str, pa.Table]]:
+    """The rows of every group as one Arrow table per name (columns the union, missing ones NULL); a name whose
+    tables' types do not unify keeps one table per group (inserted one by one, in the same transaction)."""
+    out = []
+    for name in dict.fromkeys(name for g in groups for name in g):
+        parts = [g[name] for g in groups if name in g]
+        try:
+            if all(isinstance(p, list) for p in parts):
+                out.append((name, to_arrow([row for p in parts for row in p])))
+            else:
+                tables = [p if isinstance(p, pa.Table) else to_arrow(p) for p in parts]
+                out.append((name, pa.concat_tables(tables, promote_options="permissive")))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. a column int in one rollout, text in another
+            out += [(name, p if isinstance(p, pa.Table) else to_arrow(p)) for p in parts]
+    return out
+
+
+class WriteGroup:
+    """Rollouts handed over with `append` are committed by a writer thread, every group that is ready in one
+    transaction: the first one waiting starts the group, which takes whatever arrives within `max_delay_s`
+    (or `max_rows` appends). Leaving the `with` block commits what is still waiting; a failed commit stops
+    the group and is raised by the next `append` or at the exit."""
+
+    def __init__(self, writer: Writer, max_delay_s: float = 1.0, max_rows: int = 1000):
+        self.writer, self.max_delay_s, self.max_rows = writer, max_delay_s, max_rows
+        self._queue: queue.Queue[tuple[Mapping[str, Any], list[tuple[str, Any]]] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._commit_groups, name="factory-writer", daemon=True)
+        self.sessions = 0  # transactions committed
+        self.committed = 0  # appends committed
+        self.busy_s = 0.0  # seconds the writer thread spent in write sessions
+
+    def __enter__(self) -> "WriteGroup":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+    def append(self, tables: Mapping[str, pa.Table | list[dict[str, Any]]], *,
+               before: list[tuple[str, Any]] = ()) -> None:
+        """Queue one rollout's rows (by table name) for the next group; `before` (e.g. deleting a retried
+        rollout's old rows) runs first in the group's transaction."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((tables, list(before)))
+
+    def _commit_groups(self) -> None:
+        done = False
+        while not done:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, deadline = [first], time.monotonic() + self.max_delay_s
+            while len(group) < self.max_rows:
+                try:
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                except queue.Empty:
+                    break
+                if item is None:
+                    done = True
+                    break
+                group.append(item)
+            start = time.perf_counter()
+            try:
+                self.writer.append_many([tables for tables, _ in group],
+                                        before=[s for _, statements in group for s in statements])
+            except BaseException as e:  # noqa: BLE001 - handed to the harvest, which stops
+                self._error = e
+                return
+            finally:
+                self.busy_s += time.perf_counter() - start
+            self.sessions += 1
+            self.committed += len(group)
 
 
 def to_arrow(rows: list[dict[str, Any]]) -> pa.Table:

@@ -117,6 +117,109 @@ def test_context_overflow_is_reported_without_running(backend):
     assert ok.finish_reason in ("stop", "length")
 
 
+def _tokens(completion) -> list[int]:
+    return completion.extra["token_ids"]
+
+
+@pytest.fixture(scope="module")
+def plain(model_dir):
+    """The same model without any reuse: every prompt prefilled in full."""
+    from search.backends.transformers import TransformersBackend
+
+    return TransformersBackend(str(model_dir), device="cpu", prefix_cache_tokens=0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_rows_tokens_do_not_depend_on_its_batch_or_the_cache(model_dir, plain, temperature):
+    from search.backends.transformers import TransformersBackend
+
+    cached = TransformersBackend(str(model_dir), device="cpu")
+    target = _request(USERS[3], seed=11, temperature=temperature, max_new_tokens=20)
+    alone = plain.generate_batch([target])[0]
+    others = [_request(USERS[i], seed=20 + i, temperature=1.0, top_p=0.9, max_new_tokens=4 + 9 * i)
+              for i in range(3)]
+    in_batch = cached.generate_batch([others[0], target, others[1], others[2]])[1]  # cold cache, mixed lengths
+    plain_batch = plain.generate_batch([others[2], others[0], target])[2]  # no cache, another batch
+    with_twin = cached.generate_batch([_request(USERS[3], seed=12, temperature=temperature), target])[1]
+    warm = cached.generate_batch([target])[0]  # the whole prompt is cached now
+    assert warm.extra["cached_tokens"] == warm.prompt_tokens - 1  # only the last prompt token ran
+    assert with_twin.extra["cached_tokens"] == with_twin.prompt_tokens  # its twin prefilled for it
+    assert plain_batch.extra["cached_tokens"] == 0
+    for completion in (in_batch, plain_batch, with_twin, warm):
+        assert _tokens(completion) == _tokens(alone) and completion.message == alone.message
+    assert cached.stats.cache_hits >= 2 and cached.stats.shared_rows == 1
+
+
+def test_a_childs_prompt_reuses_its_parents_prompt_and_generated_tokens(model_dir, plain):
+    from search.backends.transformers import TransformersBackend
+
+    cached = TransformersBackend(str(model_dir), device="cpu")
+    parent = _request(USERS[1], seed=5, max_new_tokens=12)
+    first = cached.generate_batch([parent])[0]
+    child_messages = [*parent.messages, first.message, {"role": "user", "content": "And one more thing."}]
+    child = Request(child_messages, tool_schemas(), SamplingParams(max_new_tokens=12, seed=6))
+    ids = cached.render(child)
+    reused = cached.generate_batch([child])[0]
+    # the parent's whole prompt, and its sampled turn as far as the re-rendered turn has the same tokens (the
+    # last sampled token was never run through the model, so it has no K/V)
+    prompt, fed = cached.render(parent), _tokens(first)[:-1]
+    agree = next((k for k, (a, b) in enumerate(zip(ids[len(prompt):], fed)) if a != b), len(fed))
+    assert reused.extra["cached_tokens"] == len(prompt) + agree
+    assert _tokens(reused) == _tokens(plain.generate_batch([child])[0])
+
+
+def test_finished_rows_leave_the_batch_without_changing_the_others(model_dir, plain):
+    from search.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(str(model_dir), device="cpu")
+    requests = [_request(USERS[i % 4], seed=30 + i, max_new_tokens=n) for i, n in enumerate([2, 40, 3, 40, 5])]
+    batched = backend.generate_batch(requests)
+    assert backend.stats.compactions >= 1  # the short rows left before the long ones were done
+    assert backend.stats.decode_rows < backend.stats.decode_steps * len(requests)
+    for request, completion in zip(requests, batched):
+        assert completion.completion_tokens == len(_tokens(completion)) <= request.params.max_new_tokens
+        assert _tokens(completion) == _tokens(plain.generate_batch([request])[0])
+
+
+def test_the_cache_stays_within_its_budget(model_dir, plain):
+    from search.backends.transformers import TransformersBackend
+
+    small = TransformersBackend(str(model_dir), device="cpu", prefix_cache_tokens=200)
+    for round_ in range(3):
+        requests = [_request(USERS[i] + " please" * round_, seed=i, max_new_tokens=8) for i in range(4)]
+        completions = small.generate_batch(requests)
+        assert small.loop.prefix_cache.tokens <= 200
+        assert [_tokens(c) for c in completions] == [_tokens(plain.generate_batch([r])[0]) for r in requests]
+    assert small.loop.prefix_cache.stats.evicted_tokens > 0 and small.stats.cache_hits > 0
+
+
+def test_a_josh_tree_hits_the_cache_and_grows_as_without_it(env, model_dir, plain):
+    from search.backends.transformers import TransformersBackend
+    from search.josh import SearchConfig, run_rollout
+    from search.runner import ToolRunner
+    from toolwoz.user_rule import RuleUser
+
+    task = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[0]
+    config = SearchConfig(beam=4, max_steps=3, max_new_tokens=16)
+
+    def grow(backend):
+        user = RuleUser(task.goal, 7)
+        return asyncio.run(run_rollout(task, backend, user, ToolRunner(env), config, rollout_id="r", run_id="x"))
+
+    def content(result):  # every row but the timings
+        return [{k: v for k, v in m.items() if k != "latency_ms"} for m in result.messages]
+
+    cached = TransformersBackend(str(model_dir), device="cpu", max_batch=64)
+    with_cache, without = grow(cached), grow(plain)
+    assert with_cache.nodes == without.nodes and content(with_cache) == content(without)
+    assert len(with_cache.nodes) > 6
+    stats = cached.stats
+    assert stats.shared_rows > 0  # siblings: byte-identical prompts, prefilled once
+    assert stats.cache_hits > 0  # children: their parent's prompt and turn
+    assert stats.prefill_tokens < 0.5 * stats.prompt_tokens
+    assert stats.prompt_tokens == with_cache.rollout["prompt_tokens"]  # every prompt of the tree, counted once
+
+
 def test_template_errors_fail_the_row_only(backend):
     bad = Request([{"role": "narrator", "content": "x"}], None, SamplingParams(max_new_tokens=4, seed=0))
     bad_row, good = backend.generate_batch([bad, _request(max_new_tokens=4)])

@@ -74,6 +74,11 @@ def test_killed_harvest_resumes_without_duplicates(wh):
             "--concurrency", "4", "-w", str(wh)]
     proc = subprocess.Popen([*FACTORY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rollouts(wh, proc, 3)
+    # a reader from another process gets in during the harvest (the writer commits a group per second)
+    reader = run("sql", "--json", "select count(*) as n from rollouts", "-w", str(wh))
+    assert reader.returncode == 0, reader.stderr
+    assert json.loads(reader.stdout)[0]["n"] >= 3
+    assert proc.poll() is None  # still harvesting
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     committed = query(wh, "select count(*) from rollouts")[0][0]
