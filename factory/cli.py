@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 
@@ -102,6 +103,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _terminated(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler, `kill`) stops a command as Ctrl-C does: what finished stays committed and the run
     is marked interrupted; re-running resumes it."""
+    # Raised inside whatever task runs then; asyncio would log that task's "exception never retrieved" with a
+    # traceback at exit, which says nothing to the user: the one-line "interrupted" error does.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -163,7 +163,10 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
         start = time.monotonic()
         status = "failed"
         try:
-            asyncio.run(_run(settings, run_id, todo, agent, make_user, tools, writer, console, report, retry))
+            # The group is left outside the event loop, so even a signal the loop does not unwind (SIGTERM)
+            # commits every finished rollout still waiting and stops the writer thread before we exit.
+            with writer.grouped() as group:
+                asyncio.run(_run(settings, run_id, todo, agent, make_user, tools, group, console, report, retry))
             status = "done"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -177,7 +180,7 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
 
 
 async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]], agent: Backend,
-               make_user: Callable[[Task, int], Any], tools: ToolRunner, writer: warehouse.Writer,
+               make_user: Callable[[Task, int], Any], tools: ToolRunner, group: warehouse.WriteGroup,
                console: Console, report: RunReport, retry: set[str]) -> None:
     if not todo:  # a resumed, finished run: no empty progress bar
         await agent.aclose()
@@ -200,8 +203,7 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
                                        rollout_id=rollout_id(run_id, task, sample), run_id=run_id, sample=sample)
 
         try:
-            with writer.grouped() as group:  # leaving it commits every finished rollout still waiting
-                await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
+            await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
         finally:
             await agent.aclose()
 

@@ -122,7 +122,7 @@ def test_sql_write_takes_the_writer_lock(small) -> None:
 
 @pytest.mark.slow
 def test_killed_run_shows_interrupted_and_sigterm_is_handled(wh) -> None:
-    args = ["harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", "30", "--beam", "4",
+    args = ["harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", "150", "--beam", "4",
             "--concurrency", "2", "-w", str(wh)]
     proc = subprocess.Popen([*FACTORY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rollouts(wh, proc, 1)
