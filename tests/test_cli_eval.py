@@ -68,7 +68,8 @@ def test_kill_9_loses_nothing_committed_and_resumes(wh):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_a_second_writer_is_refused(wh):
-    proc = _start(wh, "--split", "synth")  # 2000 tasks: on a quiet machine the teacher does `val` in ~16 s
+    # 2000 tasks one at a time: on a quiet machine the teacher does all of `val` in ~16 s at concurrency 16
+    proc = _start(wh, "--split", "synth", "--concurrency", "1")
     wait_for_rollouts(wh, proc, 2)
     second = run("eval", "--agent", "teacher", "--split", "val", "--limit", "3", "-w", str(wh))
     assert second.returncode == 2

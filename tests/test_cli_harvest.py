@@ -70,7 +70,7 @@ def test_tiny_model_harvest_branches_and_stores_every_node(wh, model_dir):
 
 @pytest.mark.slow
 def test_killed_harvest_resumes_without_duplicates(wh):
-    args = ["harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", "40", "--beam", "4",
+    args = ["harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", "150", "--beam", "4",
             "--concurrency", "4", "-w", str(wh)]
     proc = subprocess.Popen([*FACTORY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rollouts(wh, proc, 3)
@@ -82,13 +82,13 @@ def test_killed_harvest_resumes_without_duplicates(wh):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     committed = query(wh, "select count(*) from rollouts")[0][0]
-    assert 3 <= committed < 40
+    assert 3 <= committed < 150
     check_consistent(wh)
     resumed = run(*args, "--json")
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    assert summary["rollouts"] == 40 and summary["resumed_skipped"] == committed
-    assert query(wh, "select count(*), count(distinct task_id) from rollouts") == [(40, 40)]
+    assert summary["rollouts"] == 150 and summary["resumed_skipped"] == committed
+    assert query(wh, "select count(*), count(distinct task_id) from rollouts") == [(150, 150)]
     check_consistent(wh)
 
 
