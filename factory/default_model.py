@@ -15,6 +15,7 @@ from rich.console import Console
 
 from factory.bootstrap import BUDGET, bootstrap
 from factory.errors import UserError
+from factory.folders import staged
 from factory.training import check_model
 from search.backends import backend_kind
 from toolwoz.multiwoz import factory_home
@@ -45,13 +46,9 @@ def shipped() -> Path | None:
 
 
 def install_shipped(path: Path) -> None:
-    """Copy the shipped M0 to `path` (through a staging folder: a killed copy never looks complete)."""
-    staging = path.with_name(path.name + "-staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(SHIPPED, staging)
-    if path.exists():
-        shutil.rmtree(path)
-    staging.rename(path)
+    """Copy the shipped M0 to `path`; the folder appears whole or not at all (`folders.staged`)."""
+    with staged(path) as stage:
+        shutil.copytree(SHIPPED, stage, dirs_exist_ok=True)
 
 
 def ensure(multiwoz_path: str | None, warehouse_path: str, console: Console) -> str:

@@ -9,6 +9,7 @@ import pytest
 
 from factory import default_model
 from factory.errors import UserError
+from factory.folders import staging_dir
 from factory.output import err
 from factory.training import check_model, resolve_model
 
@@ -95,6 +96,7 @@ def test_the_shipped_m0_is_installed_when_its_budget_is_todays(home, model_dir, 
     assert (default_model.location() / "model.safetensors").read_bytes() == \
         (tmp_path / "m0" / "model.safetensors").read_bytes()
     assert not default_model.location().with_name("tiny-toolwoz-staging").exists()
+    assert not staging_dir(default_model.location()).exists()
 
 
 def test_a_shipped_m0_of_another_budget_is_not_used(home, model_dir, tmp_path, monkeypatch):

@@ -18,9 +18,8 @@ from search.josh import EVALUATION
 @rollout_options(default_split="test", preset=EVALUATION)
 @click.pass_context
 def eval_command(ctx: click.Context, agent, base_url, request_timeout, user, user_model, user_base_url, protocol,
-                 results, split, limit,
-                 task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name, multiwoz,
-                 warehouse_path, as_json) -> None:
+                 results, split, limit, task_ids, concurrency, temperature, seed, max_steps, max_new_tokens,
+                 semantics, run_name, multiwoz, warehouse_path, as_json) -> None:
     """Evaluate an agent: one conversation per task with a simulated user; prints Average Reward and 100% Success.
 
     The same engine as `factory harvest` at beam 1, run until the user ends the conversation. Interrupted
