@@ -69,11 +69,16 @@ class RecordingBackend(TransformersBackend):
         self.recorded: list[list[Request]] = []
         self.answers: list[list[Completion]] = []
         self.live_leaves: list[int] = []
+        self.at_barrier: list[int] = []  # of those, leaves whose agent turn of this step already ended
         self.in_flight: set[Rollout] = set()
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Completion]:
         self.recorded.append(list(requests))
-        self.live_leaves.append(sum(len(r.live_leaves()) for r in list(self.in_flight)))
+        leaves = [leaf for r in list(self.in_flight) for leaf in r.live_leaves()]
+        self.live_leaves.append(len(leaves))
+        # A leaf whose turn is set spoke already: JOSH's step barrier holds it until its siblings end their
+        # turns (tool calls, more model calls), so it cannot be in this batch.
+        self.at_barrier.append(sum(bool(leaf.turn.messages) for leaf in leaves))
         self.answers.append(super().generate_batch(requests))
         return self.answers[-1]
 
@@ -433,6 +438,10 @@ def main() -> None:
           f"<= {TARGET_PREFILL:.0%}: {verdict[prefill <= TARGET_PREFILL]})")
     print(f"rows per generate vs live leaves: {reuse.fill:.0%} (target >= {TARGET_FILL:.0%}: "
           f"{verdict[reuse.fill >= TARGET_FILL]})")
+    barrier = sum(reuse.backend.at_barrier) / max(sum(reuse.backend.live_leaves), 1)
+    print(f"    of the live leaves at a batch's start {barrier:.0%} had ended this step's agent turn (JOSH's step "
+          f"barrier: waiting for siblings still in theirs); rows per generate vs the leaves that could be in it: "
+          f"{reuse.fill / max(1 - barrier, 1e-9):.0%}")
     print(f"write share: {write_share:.0%} ({reuse.write_s:.2f} s of {reuse.wall_s:.1f} s, the writer thread, "
           f"{reuse.write_sessions} sessions for {len(reuse.rollouts)} rollouts; target <= "
           f"{TARGET_OVERHEAD_SHARE:.0%}: {verdict[write_share <= TARGET_OVERHEAD_SHARE]})")

@@ -145,8 +145,9 @@ def test_train_killed_never_leaves_a_half_saved_model_and_force_recovers(wh, mod
     assert run(*args, "--force").returncode == 0
     assert assert_whole_or_absent(out, "factory.json") and (out / "factory.json").read_text() != first
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".m1", "m1"))) == ["m1"]
-    # --max-length that drops every row: exit 2 naming the cause, the model untouched, no failed run.
-    dropped = run(*args, "--force", "--max-length", "16")
+    # --max-length that drops every row (assistant-only loss: a cut row keeps no trainable token): exit 2 naming
+    # the cause, the model untouched, no failed run. With `--loss all` a cut row still trains, as in the reference.
+    dropped = run(*args, "--force", "--max-length", "16", "--loss", "assistant")
     assert dropped.returncode == 2 and "raise --max-length" in dropped.stderr, dropped.stderr
     assert assert_whole_or_absent(out, "factory.json")
     assert query(wh, "select count(*) from runs where kind = 'train' and status = 'failed'") == [(0,)]

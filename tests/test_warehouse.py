@@ -186,7 +186,7 @@ def test_a_failed_group_commits_nothing_of_it_and_stops_the_harvest(tmp_path):
 
 
 def test_a_reader_gets_in_while_grouped_writes_run(tmp_path):
-    """A harvest's writer thread commits a group per `max_delay_s`; a reader opening the file meanwhile waits
+    """A harvest's writer thread commits a group now and then; a reader opening the file meanwhile waits
     at most one write session (`connect` retries a lock conflict for 5 s) and sees only whole groups."""
     path = tmp_path / "w.duckdb"
     with warehouse.Writer(path, "test"):

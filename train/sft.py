@@ -1,9 +1,10 @@
 """SFT: supervised fine-tuning on whole successful conversations (view `sft`: `messages`, `tools`).
 
-The loss covers only the assistant's tokens (its text, its tool calls and its end token); system prompt,
-user turns and tool results are context. TRL finds those tokens through `{% generation %}` markers in the
-chat template, so a template without them is fixed (TRL's patched copy of a known template) or refused
-here, before any model is loaded.
+The loss covers every token (`Recipe.loss = "all"`, the reference's choice) or only the assistant's tokens
+(`"assistant"`: its text, its tool calls and its end token; system prompt, user turns and tool results are
+context). For the latter TRL finds those tokens through `{% generation %}` markers in the chat template, so
+a template without them is fixed (TRL's patched copy of a known template) or refused here, before any model
+is loaded. Rows longer than `max_length` are cut; a cut row with no trainable token left is dropped.
 """
 
 from __future__ import annotations
