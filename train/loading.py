@@ -67,12 +67,17 @@ def reference_model(model: Any, recipe: Recipe) -> Any:
 def load_gguf_model(model: str) -> Any:
     """A GGUF file's causal LM, dequantised to float32, as a plain (trainable, savable) model."""
     import torch
-    from transformers import AutoModelForCausalLM, GgufConfig
+    from transformers import AutoModelForCausalLM
 
     where, kwargs = _gguf_kwargs(model)
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32,
-                                                      quantization_config=GgufConfig(dequantize=True), **kwargs)
+        from transformers import GgufConfig
+    except ImportError:  # transformers before 5.x has no packed GGUF weights: it always dequantises
+        pass
+    else:
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
     except Exception as e:  # noqa: BLE001 - a corrupt file or an unsupported architecture: one line, not a trace
         raise TrainInputError(f"cannot load a causal LM from {model!r} ({type(e).__name__}: {_first_line(e)})"
                               ) from None

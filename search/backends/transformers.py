@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from search.backends.base import BackendError, Completion, Request
 from search.backends.decoding import DecodeLoop, LoopStats, Row
@@ -81,8 +81,7 @@ class TransformersBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
-            dense = {**gguf, "quantization_config": GgufConfig(dequantize=True)} if gguf else {}
-            self.model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, **dense)
+            self.model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, **_dense(gguf))
             if gguf and getattr(self.model, "hf_quantizer", None) is not None:
                 self.model.hf_quantizer.remove_quantization_config(self.model)  # dense weights: a plain model
             self.model.to(device).eval()
@@ -187,6 +186,17 @@ def _location(model: str) -> tuple[str, dict[str, Any]]:
         path = os.path.expanduser(model)
         return os.path.dirname(path) or ".", {"gguf_file": os.path.basename(path)}
     return model, {}
+
+
+def _dense(gguf: dict[str, Any]) -> dict[str, Any]:
+    """`from_pretrained` arguments that load a GGUF file with every tensor dequantised (as train/loading.py)."""
+    if not gguf:
+        return {}
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # transformers before 5.x has no packed GGUF weights: it always dequantises
+        return gguf
+    return {**gguf, "quantization_config": GgufConfig(dequantize=True)}
 
 
 def _as_list(value: Any) -> list[Any]:
