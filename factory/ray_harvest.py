@@ -45,7 +45,8 @@ def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str 
                             user_model=settings.user_model if settings.user == "llm" else None,
                             user_base_url=settings.user_base_url, concurrency=settings.concurrency,
                             max_batch=max_batch(settings.concurrency, settings.search.beam),  # as rollouts.execute
-                            request_timeout_s=request_timeout_s)
+                            request_timeout_s=request_timeout_s,
+                            chat_template=rollouts.agent_template(settings.agent, console))
         try:
             with console.status("starting Ray workers (each loads its own backend)"):
                 pool = WorkerPool(setup, workers=workers, address=address)

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 import sql
-from factory import runs, warehouse
+from factory import models, runs, warehouse
 from factory.errors import Interrupted, UserError
 from factory.output import LogProgress
 from factory.runs import RunSettings
@@ -122,6 +122,16 @@ def commit(writer: warehouse.Writer | warehouse.WriteGroup, tables: dict[str, An
     writer.append(tables, before=[(s, [rollout]) for s in _REPLACE] if rollout in retry else [])
 
 
+def agent_template(agent: str, console: Console) -> str | None:
+    """The chat template to serve `agent` with in place of its own: ChatML with tools for a transformers model
+    whose ChatML template ignores tools (said on the console), else None."""
+    if backend_kind(agent) != "transformers" or (template := models.tools_template(agent)) is None:
+        return None
+    console.print(f"[dim]{agent}: its ChatML chat template ignores tools; serving it with ChatML + tools "
+                  "(train/chatml_tools.jinja)[/dim]")
+    return template
+
+
 def resume_notice(run_id: str, skipped: int, retried: int, todo: int) -> str | None:
     """What a resumed run says before it starts (None for a new run)."""
     if not skipped and not retried:
@@ -143,7 +153,8 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
         tasks = select_tasks(env, settings.split, settings.limit, settings.tasks)
         batch = max_batch(settings.concurrency, settings.search.beam)  # one generate per search step
         agent = load_backend(settings.agent, base_url=settings.base_url, rows=env.rows,
-                             concurrency=settings.concurrency, max_batch=batch, request_timeout_s=request_timeout_s)
+                             concurrency=settings.concurrency, max_batch=batch, request_timeout_s=request_timeout_s,
+                             chat_template=agent_template(settings.agent, console))
         user_backend = None
         if settings.user == "llm":
             user_backend = load_backend(settings.user_model or "", base_url=settings.user_base_url, rows=env.rows,

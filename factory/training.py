@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import sql
-from factory import __version__, runs, warehouse
+from factory import __version__, models, runs, warehouse
 from factory.errors import FactoryError, Interrupted, UserError, WarehouseBusy
 from factory.folders import staged
 from factory.output import LogProgress, err
@@ -45,7 +45,7 @@ class TrainJob:
     seed: int = 0
     allow_test_tasks: bool = False
     force: bool = False
-    trainer_kwargs: dict[str, Any] = field(default_factory=dict)  # sft: chat_template
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)  # chat_template (None: the model's, or ChatML+tools)
 
 
 def train_model(job: TrainJob) -> dict[str, Any]:
@@ -59,6 +59,9 @@ def train_model(job: TrainJob) -> dict[str, Any]:
     method, recipe = job.method, job.recipe
     out_dir = _check_out(job.out_dir, job.force)
     model = resolve_model(job.model)
+    trainer_kwargs = dict(job.trainer_kwargs)
+    if trainer_kwargs.get("chat_template") is None and (template := models.tools_template(model)):
+        trainer_kwargs["chat_template"] = template  # ChatML that ignored tools: trained (and saved) with them
     view = job.view or method
     dataset, info, provenance = _load(method, view, job.view_params, job.run_ids, job.warehouse_path)
     if info.rows == 0:
@@ -70,6 +73,7 @@ def train_model(job: TrainJob) -> dict[str, Any]:
 
     run_id = "train-" + hashlib.sha256(f"{method}|{out_dir}|{started.isoformat()}".encode()).hexdigest()[:10]
     config = {"method": method, "model": model, "out": str(out_dir), "seed": job.seed,
+              "chat_template": _template_source(job.trainer_kwargs, trainer_kwargs),
               "recipe": dataclasses.asdict(recipe), "lora": recipe.lora is not None, **provenance,
               "data": dataclasses.asdict(info)}
     record = {"warehouse_path": job.warehouse_path, "run_id": run_id, "started": started, "out_dir": out_dir,
@@ -78,7 +82,7 @@ def train_model(job: TrainJob) -> dict[str, Any]:
         # A fresh folder: stale files (an old adapter_config.json) would change how it loads.
         with staged(out_dir) as stage:
             try:
-                result = _fit(method, dataset, model, stage, recipe, job.seed, job.trainer_kwargs, run_id)
+                result = _fit(method, dataset, model, stage, recipe, job.seed, trainer_kwargs, run_id)
             except ValueError as e:
                 if "num_samples=0" not in str(e):
                     raise
@@ -106,6 +110,13 @@ def train_model(job: TrainJob) -> dict[str, Any]:
             **{k: result[k] for k in keys}}
 
 
+def _template_source(given: dict[str, Any], used: dict[str, Any]) -> str:
+    """Where the chat template trained with came from, for factory.json."""
+    if given.get("chat_template") is not None:
+        return "--chat-template"
+    return "train/chatml_tools.jinja" if used.get("chat_template") is not None else "the model's own"
+
+
 def _check_out(out_dir: Path, force: bool) -> Path:
     """The output folder, absolute; it must be new or empty, or (with --force) an earlier `factory train` output.
     Nothing is deleted here: an old model survives until the new one is complete (a killed run's staging
@@ -122,17 +133,21 @@ def _check_out(out_dir: Path, force: bool) -> Path:
 
 
 def resolve_model(model: str) -> str:
-    """A local model folder (absolute path) or a Hub id; see `check_model`."""
+    """A local model folder or GGUF file (absolute path) or a Hub id; see `check_model`."""
     check_model(model)
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model
 
 
 def check_model(model: str) -> None:
-    """UserError unless `model` is an existing folder or a Hub id that is cached or that the Hub knows.
+    """UserError unless `model` is an existing folder, a GGUF file transformers can load (`models.check_gguf`), or
+    a Hub id that is cached or that the Hub knows.
 
     Asked before anything loads it: transformers would otherwise spend ~50 s retrying the Hub for a mistyped
     folder name. One quick request (5 s timeout, no retries) unless HF_HUB_OFFLINE is set."""
+    if models.is_gguf(model):
+        models.check_gguf(model)
+        return
     path = Path(model).expanduser()
     if path.exists():
         return
@@ -218,10 +233,10 @@ def _fit(method: str, dataset: Any, model: str, out_dir: Path, recipe: Any, seed
         if method == "kto":
             from train.kto import train_kto
 
-            return train_kto(dataset, model, out_dir, recipe, seed=seed, callbacks=callbacks)
+            return train_kto(dataset, model, out_dir, recipe, seed=seed, callbacks=callbacks, **trainer_kwargs)
         from train.dpo import train_dpo
 
-        return train_dpo(dataset, model, out_dir, recipe, seed=seed, callbacks=callbacks)
+        return train_dpo(dataset, model, out_dir, recipe, seed=seed, callbacks=callbacks, **trainer_kwargs)
 
 
 def _progress_callback(progress: Any, task: Any) -> Any:

@@ -51,6 +51,7 @@ class WorkerSetup:
     concurrency: int = 16
     max_batch: int = 128
     request_timeout_s: float | None = None  # per HTTP request of an openai: backend
+    chat_template: str | None = None  # the agent's, in place of its own (`load_backend`)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class HarvestWorker:
             self.env = ToolEnv.from_connection(tables.from_arrow(setup.toolwoz))
             self.agent = load_backend(setup.agent, base_url=setup.base_url, rows=self.env.rows,
                                       concurrency=setup.concurrency, max_batch=setup.max_batch,
-                                      request_timeout_s=setup.request_timeout_s)
+                                      request_timeout_s=setup.request_timeout_s, chat_template=setup.chat_template)
             user_backend = None
             if setup.user_model:
                 user_backend = load_backend(setup.user_model, base_url=setup.user_base_url, rows=self.env.rows,

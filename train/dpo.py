@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from train.loading import initial_model, load_tokenizer, reference_model, save_trained
 from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
 
 
@@ -22,24 +23,22 @@ def dpo_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
 
 
 def train_dpo(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
-              callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """DPO-tune `model` (folder or Hub id) on `dataset`, save model and tokenizer to `out`; returns steps,
-    losses and speed. The reference model is a frozen copy of `model` (with LoRA: the adapter switched off)."""
-    from transformers import AutoTokenizer, PrinterCallback
+              chat_template: str | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """DPO-tune `model` (folder, Hub id or GGUF file) on `dataset`, save model and tokenizer to `out`; returns
+    steps, losses and speed. The reference model is a frozen copy of `model` (with LoRA: the adapter switched off)."""
+    from transformers import PrinterCallback
     from trl import DPOTrainer
 
     check(recipe)
     if len(dataset) == 0:
         raise TrainInputError("the DPO dataset has no rows")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        raise TrainInputError(f"cannot load a tokenizer from {model!r} ({str(e).strip().splitlines()[0]})") from None
-    trainer = DPOTrainer(model=model, args=dpo_config(recipe, out, seed), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=lora_config(recipe),
+    tokenizer = load_tokenizer(model, chat_template)
+    policy = initial_model(model, recipe)
+    trainer = DPOTrainer(model=policy, ref_model=reference_model(policy, recipe), args=dpo_config(recipe, out, seed),
+                         train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(recipe),
                          quantization_config=quantization_config(recipe), callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
     result = trainer.train()
-    trainer.save_model(str(out))
+    save_trained(trainer, out, model)
     tokenizer.save_pretrained(str(out))
     return summary(trainer, result.metrics)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from train.loading import initial_model, load_tokenizer, reference_model, save_trained
 from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
 
 
@@ -26,28 +27,26 @@ def kto_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
 
 
 def train_kto(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
-              callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """KTO-tune `model` (folder or Hub id) on `dataset`, save model and tokenizer to `out`; returns steps,
-    losses and speed. The reference model is a frozen copy of `model` (with LoRA: the adapter switched off)."""
-    from transformers import AutoTokenizer, PrinterCallback
+              chat_template: str | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """KTO-tune `model` (folder, Hub id or GGUF file) on `dataset`, save model and tokenizer to `out`; returns
+    steps, losses and speed. The reference model is a frozen copy of `model` (with LoRA: the adapter switched off)."""
+    from transformers import PrinterCallback
     from trl import KTOTrainer
 
     check(recipe)
     if len(dataset) < recipe.batch_size:
         raise TrainInputError(f"the KTO dataset has {len(dataset)} rows, fewer than one batch of "
                               f"{recipe.batch_size}; harvest more or lower --batch-size (at least 2)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        raise TrainInputError(f"cannot load a tokenizer from {model!r} ({str(e).strip().splitlines()[0]})") from None
+    tokenizer = load_tokenizer(model, chat_template)
     # TRL's KTO reads rows in order (its KL term pairs neighbours within a batch) and never reshuffles; the
     # view groups rows, so shuffle once to mix desirable and undesirable turns across batches.
     dataset = dataset.shuffle(seed=seed)
-    trainer = KTOTrainer(model=model, args=kto_config(recipe, out, seed), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=lora_config(recipe),
+    policy = initial_model(model, recipe)
+    trainer = KTOTrainer(model=policy, ref_model=reference_model(policy, recipe), args=kto_config(recipe, out, seed),
+                         train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(recipe),
                          quantization_config=quantization_config(recipe), callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
     result = trainer.train()
-    trainer.save_model(str(out))
+    save_trained(trainer, out, model)
     tokenizer.save_pretrained(str(out))
     return summary(trainer, result.metrics)

@@ -13,22 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from train.loading import initial_model, load_tokenizer, save_trained
 from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
-
-
-def load_tokenizer(model: str, chat_template: str | None = None) -> Any:
-    """The model's tokenizer (local folder or Hub id), optionally with another chat template."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise TrainInputError(f"cannot load a tokenizer from {model!r} ({first}); pass a model folder or Hub id"
-                              ) from None
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template
-    return tokenizer
 
 
 def training_template(tokenizer: Any, model: str) -> str | None:
@@ -59,7 +45,7 @@ def sft_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
 
 def sft_trainer(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
                 chat_template: str | None = None, callbacks: Sequence[Any] = ()) -> Any:
-    """An SFTTrainer for `model` (folder or Hub id) on `dataset` (`messages`, `tools`), ready to train."""
+    """An SFTTrainer for `model` (folder, Hub id or GGUF file) on `dataset` (`messages`, `tools`), ready to train."""
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
@@ -69,8 +55,8 @@ def sft_trainer(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, se
     tokenizer = load_tokenizer(model, chat_template)
     if recipe.loss == "assistant":
         training_template(tokenizer, model)  # fail here, with the fix, rather than deep inside TRL
-    trainer = SFTTrainer(model=model, args=sft_config(recipe, out, seed), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=lora_config(recipe),
+    trainer = SFTTrainer(model=initial_model(model, recipe), args=sft_config(recipe, out, seed),
+                         train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(recipe),
                          quantization_config=quantization_config(recipe), callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
     return trainer
@@ -79,9 +65,10 @@ def sft_trainer(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, se
 def train_sft(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
               chat_template: str | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Fine-tune `model` on `dataset`, save model and tokenizer to `out`; returns steps, losses and speed.
-    With `recipe.lora` only the adapter is saved (transformers loads such a folder as base + adapter)."""
+    With `recipe.lora` only the adapter is saved (transformers loads such a folder as base + adapter), except on a
+    GGUF file, whose adapter is merged in (`loading.save_trained`)."""
     trainer = sft_trainer(dataset, model, out, recipe, seed=seed, chat_template=chat_template, callbacks=callbacks)
     result = trainer.train()
-    trainer.save_model(str(out))
+    save_trained(trainer, out, model)
     trainer.processing_class.save_pretrained(str(out))
     return summary(trainer, result.metrics)

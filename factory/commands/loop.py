@@ -17,8 +17,8 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 
 
 @click.command()
-@agent_option("M0: a model folder or Hub id. Default: the tiny model in $FACTORY_HOME/models, bootstrapped on "
-              "first use (`factory model bootstrap`).")
+@agent_option("M0: a model folder, Hub id or GGUF file (as `factory eval --agent`). Default: the tiny model in "
+              "$FACTORY_HOME/models, bootstrapped on first use (`factory model bootstrap`).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.out,
               show_default=True, help="Folder for M1, M0' (m0-control), M2, M1' ..., loop.json and loop.png; "
                                       "replaced models are the loop's.")

@@ -25,7 +25,9 @@ def _options(f: Callable) -> Callable:
         click.option("--min-reward", type=float, default=None,
                      help="Keep rollouts with at least this reward (view default: 1.0)."),
         click.option("--model", "--agent", "model", default=None,
-                     help="Model folder or Hub id to start from. Default: the tiny model in $FACTORY_HOME/models."),
+                     help="Model folder, Hub id or GGUF file (`model.gguf`, needs the `gguf` extra; loaded "
+                          "dequantised, saved as a plain folder) to start from. A ChatML template that ignores tools "
+                          "is replaced by train/chatml_tools.jinja. Default: the tiny model in $FACTORY_HOME/models."),
         click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Folder for the trained model, tokenizer and factory.json."),
         click.option("--force", is_flag=True, help="Replace --out if an earlier `factory train` wrote it."),
@@ -75,7 +77,8 @@ def train() -> None:
 @click.option("--drop-tool-errors", is_flag=True, help="Skip conversations with any failed tool call (the reference).")
 @click.option("--chat-template", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A Jinja chat template to train with (and save), for models whose own template has no "
-                   "{% generation %} markers (needed by --loss assistant).")
+                   "{% generation %} markers (needed by --loss assistant); it wins over the automatic ChatML + "
+                   "tools one (train/chatml_tools.jinja).")
 @click.option("--loss", type=click.Choice(["all", "assistant"]), default=None,
               help="Tokens the loss covers: `all` of the conversation (the reference; the recipes' default) or the "
                    "`assistant`'s only.")
@@ -87,6 +90,7 @@ def sft(drop_tool_errors: bool, chat_template: Path | None, loss: str | None, **
         factory train sft --out models/sft-1
         factory train sft --run harvest-1a2b3c --drop-tool-errors --loss assistant --out models/sft-2
         factory train sft --model Qwen/Qwen3-0.6B --recipe paper --out models/qwen-sft   # on a GPU
+        factory train sft --model ~/.cache/josh-factory/models/SmolLM2-135M-Instruct.Q4_1.gguf --out models/smol-sft
     """
     template = chat_template.read_text() if chat_template else None
     _train("sft", options, {"drop_tool_errors": drop_tool_errors or None}, {"loss": loss},

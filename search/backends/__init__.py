@@ -30,9 +30,10 @@ def engine_info(backend: Backend) -> dict[str, Any]:
 
 def load_backend(spec: str, *, base_url: str | None = None, rows: dict[str, list[dict[str, Any]]] | None = None,
                  device: str = "auto", concurrency: int = 8, max_batch: int = 16,
-                 request_timeout_s: float | None = None) -> Backend:
+                 request_timeout_s: float | None = None, chat_template: str | None = None) -> Backend:
     """`teacher`, `openai:MODEL` (with `base_url` or $OPENAI_BASE_URL; `request_timeout_s` per HTTP request),
-    `vllm:MODEL` (vLLM's offline engine in this process), or a model folder / Hub id (transformers)."""
+    `vllm:MODEL` (vLLM's offline engine in this process), or a model folder / Hub id / GGUF file (transformers;
+    `chat_template` in place of the tokenizer's own)."""
     kind = backend_kind(spec)
     if kind == "teacher":
         from search.backends.teacher import TeacherBackend
@@ -56,4 +57,4 @@ def load_backend(spec: str, *, base_url: str | None = None, rows: dict[str, list
         return VLLMBackend(spec.split(":", 1)[1], max_batch=max_batch)
     from search.backends.transformers import TransformersBackend
 
-    return TransformersBackend(spec, device=device, max_batch=max_batch)
+    return TransformersBackend(spec, device=device, max_batch=max_batch, chat_template=chat_template)

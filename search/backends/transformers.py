@@ -52,20 +52,28 @@ def _failed(error: str) -> Completion:
 
 
 class TransformersBackend:
-    """A local folder or Hub id served through its forward (same code path for both, CPU or CUDA).
+    """A local folder, Hub id or GGUF file served through its forward (same code path for all, CPU or CUDA).
 
-    `prefix_cache_tokens`: tokens of K/V the prefix cache keeps (None: what `CPU_CACHE_BYTES` hold on CPU,
-    `GPU_CACHE_SHARE` of the free memory on a GPU; 0: no reuse, every prompt is prefilled in full).
+    A GGUF file (`path/model.gguf`, needs the `gguf` package) loads through transformers' `gguf_file=`: tokenizer
+    and weights from the one file, every tensor dequantised (as `train/loading.py` loads it for training).
+    `chat_template` replaces the tokenizer's own (the caller's choice, e.g. ChatML with tools for a ChatML model
+    whose template ignores them). `prefix_cache_tokens`: tokens of K/V the prefix cache keeps (None: what
+    `CPU_CACHE_BYTES` hold on CPU, `GPU_CACHE_SHARE` of the free memory on a GPU; 0: no reuse, every prompt is
+    prefilled in full).
     """
 
     def __init__(self, model: str | os.PathLike, *, device: str = "auto", dtype: str | torch.dtype = "auto",
-                 max_batch: int = 16, max_context: int | None = None, prefix_cache_tokens: int | None = None):
+                 max_batch: int = 16, max_context: int | None = None, prefix_cache_tokens: int | None = None,
+                 chat_template: str | None = None):
         self.name = str(model)
+        where, gguf = _location(self.name)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.tokenizer = AutoTokenizer.from_pretrained(where, **gguf)
         except Exception as e:
             raise BackendError(f"cannot load a tokenizer from {self.name!r} ({_one_line(e)})") from None
         self.tokenizer.model_max_length = 1 << 40  # prompts are checked against the context budget below; no warning
+        if chat_template is not None:
+            self.tokenizer.chat_template = chat_template
         if not getattr(self.tokenizer, "chat_template", None):
             raise BackendError(f"the tokenizer of {self.name!r} has no chat template; the backend renders "
                                "requests with apply_chat_template, so use a chat/instruct model")
@@ -73,7 +81,9 @@ class TransformersBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+            self.model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, **_dense(gguf))
+            if gguf and getattr(self.model, "hf_quantizer", None) is not None:
+                self.model.hf_quantizer.remove_quantization_config(self.model)  # dense weights: a plain model
             self.model.to(device).eval()
         except Exception as e:
             raise BackendError(f"cannot load a causal LM from {self.name!r} ({_one_line(e)})") from None
@@ -168,6 +178,25 @@ class TransformersBackend:
         return Completion(message=message, prompt_tokens=len(row.ids), completion_tokens=len(row.tokens),
                           parse_error=parse_error, finish_reason="stop" if row.stopped else "length",
                           extra={"seed": row.seed, "cached_tokens": row.cached, "token_ids": row.tokens})
+
+
+def _location(model: str) -> tuple[str, dict[str, Any]]:
+    """What `from_pretrained` takes for `model`: the folder / Hub id itself, or a GGUF file's folder + `gguf_file`."""
+    if model.lower().endswith(".gguf"):
+        path = os.path.expanduser(model)
+        return os.path.dirname(path) or ".", {"gguf_file": os.path.basename(path)}
+    return model, {}
+
+
+def _dense(gguf: dict[str, Any]) -> dict[str, Any]:
+    """`from_pretrained` arguments that load a GGUF file with every tensor dequantised (as train/loading.py)."""
+    if not gguf:
+        return {}
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # transformers before 5.x has no packed GGUF weights: it always dequantises
+        return gguf
+    return {**gguf, "quantization_config": GgufConfig(dequantize=True)}
 
 
 def _as_list(value: Any) -> list[Any]:
