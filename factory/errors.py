@@ -48,3 +48,8 @@ class CommandError(click.ClickException):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): for one-line errors."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 import sql
 from factory import __version__
-from factory.errors import FactoryError, UserError
+from factory.errors import FactoryError, UserError, first_line
 from factory.warehouse import run_query
 
 DATASET_VIEWS = ("sft", "kto", "dpo", "trajectories")  # what the "unknown view" error suggests
@@ -379,11 +379,9 @@ def push(out_dir: str | os.PathLike, repo_id: str, *, token: str, private: bool 
         if status in (401, 403):
             raise UserError(f"the Hub refused the token for {repo_id} (HTTP {status}); "
                             "set HF_TOKEN to a token with write access") from e
-        raise FactoryError(f"push to {repo_id} failed: {_first_line(e)}") from e
+        raise FactoryError(f"push to {repo_id} failed: {first_line(e)}") from e
     except (httpx2.HTTPError, OSError) as e:
-        raise FactoryError(f"cannot reach the Hub at {api.endpoint}: {_first_line(e)}") from e
+        raise FactoryError(f"cannot reach the Hub at {api.endpoint}: {first_line(e)}") from e
     return str(url)
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

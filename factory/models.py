@@ -14,16 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from factory.errors import UserError
+from factory.errors import UserError, first_line
 from train.chat_templates import tools_template as _tools_template
 from train.loading import is_gguf
 
 GGUF_EXTRA = "pip install 'josh-factory[gguf]'"
 _NOT_CAUSAL = {"t5", "t5encoder", "umt5"}  # GGUF architectures transformers loads, but not as a causal LM
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def gguf_metadata(path: Path) -> dict[str, Any]:
@@ -35,7 +31,7 @@ def gguf_metadata(path: Path) -> dict[str, Any]:
     try:
         metadata, _ = read_gguf_metadata(str(path))
     except Exception as e:  # noqa: BLE001 - bad magic, a truncated file, ...: all mean "not a GGUF file"
-        raise UserError(f"{path} is not a readable GGUF file ({_first_line(e)}); pass a .gguf model file") from None
+        raise UserError(f"{path} is not a readable GGUF file ({first_line(e)}); pass a .gguf model file") from None
     return metadata
 
 
@@ -45,7 +41,7 @@ def _gguf_reader_metadata(path: Path) -> dict[str, Any]:
     try:
         fields = GGUFReader(str(path)).fields
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"{path} is not a readable GGUF file ({_first_line(e)}); pass a .gguf model file") from None
+        raise UserError(f"{path} is not a readable GGUF file ({first_line(e)}); pass a .gguf model file") from None
     wanted = ("general.architecture", "tokenizer.chat_template")
     return {k: fields[k].contents() for k in wanted if k in fields}
 
