@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import signal
 
@@ -11,7 +10,7 @@ import click
 import duckdb
 
 from factory import __version__
-from factory.errors import CommandError, FactoryError
+from factory.errors import STOP_SIGNALS, CommandError, FactoryError, stop_requested
 from search.backends.base import BackendError
 from toolwoz.errors import ToolwozError
 from train.recipes import TrainInputError
@@ -100,17 +99,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _terminated(signum: int, frame: object) -> None:
-    """SIGTERM (a scheduler, `kill`) stops a command as Ctrl-C does: what finished stays committed and the run
-    is marked interrupted; re-running resumes it."""
-    # Raised inside whatever task runs then; asyncio would log that task's "exception never retrieved" with a
-    # traceback at exit, which says nothing to the user: the one-line "interrupted" error does.
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminated)
+    # SIGTERM (a scheduler, `kill`) stops a command as Ctrl-C does: what finished stays committed and the run is
+    # marked interrupted; re-running resumes it. One handler for both, so a stop a library swallowed is still seen.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop_requested)
     # Our commands draw their own progress bars; the libraries' tqdm bars would interleave with them.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

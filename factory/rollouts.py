@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 import sql
 from factory import models, runs, warehouse
-from factory.errors import Interrupted, UserError
+from factory.errors import Interrupted, UserError, raise_if_stop_requested, signals_cancel
 from factory.output import LogProgress
 from factory.runs import RunSettings
 from search.backends import backend_kind, engine_info, load_backend
@@ -118,7 +118,9 @@ def failed_rollouts(writer: warehouse.Writer, run_id: str) -> set[str]:
 
 def commit(writer: warehouse.Writer | warehouse.WriteGroup, tables: dict[str, Any], rollout: str,
            retry: set[str]) -> None:
-    """Commit one rollout's rows in one transaction; a retried rollout's old rows go in the same one."""
+    """Commit one rollout's rows in one transaction; a retried rollout's old rows go in the same one. Nothing
+    is committed once a stop was asked for: the rollout may have been cut short by it."""
+    raise_if_stop_requested()
     writer.append(tables, before=[(s, [rollout]) for s in _REPLACE] if rollout in retry else [])
 
 
@@ -179,7 +181,7 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
             with writer.grouped() as group:
                 asyncio.run(_run(settings, run_id, todo, agent, make_user, tools, group, console, report, retry))
             status = "done"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):  # a signal: see errors.signals_cancel
             status = "interrupted"
             raise Interrupted(f"interrupted: {report.new_rollouts} rollouts of run {run_id} committed; "
                               "run the same command again to resume") from None
@@ -214,7 +216,8 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
                                        rollout_id=rollout_id(run_id, task, sample), run_id=run_id, sample=sample)
 
         try:
-            await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
+            with signals_cancel(asyncio.current_task()):
+                await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
         finally:
             await agent.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,18 +17,19 @@ import pytest
 from click.testing import CliRunner
 
 from factory.cli import cli
-from tests.conftest import MULTIWOZ_DIR, one_line_error, query, run
+from tests.conftest import one_line_error, query, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def harvested(tmp_path_factory) -> Path:
+def harvested(tmp_path_factory, template) -> Path:
     """A warehouse with one teacher harvest of 10 val_harvest tasks (every rollout rewarded, no failed siblings)."""
     root = tmp_path_factory.mktemp("export")
     path = root / "w.duckdb"
+    shutil.copy(template, path)  # ToolWOZ built once for the session
     result = run("harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", "10",
-                 "--multiwoz", str(MULTIWOZ_DIR), "-w", str(path), env={"FACTORY_HOME": str(root / "home")})
+                 "-w", str(path), env={"FACTORY_HOME": str(root / "home")})
     assert result.returncode == 0, result.stderr
     return path
 

@@ -122,8 +122,10 @@ def test_sql_write_takes_the_writer_lock(small) -> None:
 
 @pytest.mark.slow
 def test_killed_run_shows_interrupted_and_sigterm_is_handled(wh) -> None:
-    args = ["harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", "150", "--beam", "4",
-            "--concurrency", "2", "-w", str(wh)]
+    # All 396 val_harvest tasks: more than the resumed run can finish before its signal, even when grouped
+    # writes commit its first rollouts late.
+    args = ["harvest", "--agent", "teacher", "--split", "val_harvest", "--beam", "4", "--concurrency", "2",
+            "-w", str(wh)]
     proc = subprocess.Popen([*FACTORY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rollouts(wh, proc, 1)
     proc.send_signal(signal.SIGKILL)

@@ -64,11 +64,19 @@ def test_harvest_killed_eleven_times_leaves_whole_rollouts_and_resumes_to_a_clea
     for _ in range(11):
         outcomes.append(killed_at(RNG.uniform(0.2, 1.0) * length, *args, "-w", str(killed)))
         check_consistent(killed)  # whole rollouts only, nothing twice
+        if outcomes[-1] is not None:  # resumed to the end before the kill: same rows, then start afresh
+            assert outcomes[-1] == 0
+            assert_same_harvest(killed, clean)
+            shutil.copy(template, killed)
     assert run(*args, "-w", str(killed)).returncode == 0
     check_consistent(killed)
-    assert rows(killed, HARVEST_ROLLOUTS) == rows(clean, HARVEST_ROLLOUTS)
-    assert rows(killed, HARVEST_MESSAGES) == rows(clean, HARVEST_MESSAGES)
-    assert outcomes.count(None) >= 5  # most trials were really killed mid-run
+    assert_same_harvest(killed, clean)
+    assert outcomes.count(None) >= 6  # most trials were really killed mid-run
+
+
+def assert_same_harvest(path: Path, clean: Path) -> None:
+    assert rows(path, HARVEST_ROLLOUTS) == rows(clean, HARVEST_ROLLOUTS)
+    assert rows(path, HARVEST_MESSAGES) == rows(clean, HARVEST_MESSAGES)
 
 
 def toolwoz_state(path: Path) -> tuple | None:

@@ -75,19 +75,32 @@ def store() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def insert_as_is(store: duckdb.DuckDBPyConnection, calls: list[Any]) -> None:
-    """Insert the records exactly as produced (no repair on the way), like the writer's fast path."""
-    rows = [{"rollout_id": "r", "node_id": 0, "pos": i, **c.record()} for i, c in enumerate(calls)]
-    msgs = [{"rollout_id": "r", "node_id": 0, "pos": i, "role": "tool", "content": c.content}
-            for i, c in enumerate(calls)]
-    store.execute("BEGIN TRANSACTION")
-    try:
-        for name, table in (("tool_calls", pa.Table.from_pylist(rows)), ("messages", pa.Table.from_pylist(msgs))):
-            store.register("_rows", table)
-            store.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _rows")
-            store.unregister("_rows")
-    finally:
-        store.execute("ROLLBACK")
+class Inserts:
+    """Inserts each example's records exactly as produced (no repair on the way, like the writer's fast path)
+    into one open transaction, rolled back at the end: a transaction per example would cost more than the calls.
+    A failed insert rolls back and starts afresh, so the next example does not inherit an aborted transaction."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con, self.examples = con, 0
+        con.execute("BEGIN TRANSACTION")
+
+    def insert(self, calls: list[Any]) -> None:
+        self.examples += 1
+        rollout = f"r{self.examples}"  # the primary keys of one example's rows, unique in the transaction
+        rows = pa.Table.from_pylist([{"rollout_id": rollout, "node_id": 0, "pos": i, **c.record()}
+                                     for i, c in enumerate(calls)])
+        msgs = pa.Table.from_pylist([{"rollout_id": rollout, "node_id": 0, "pos": i, "role": "tool",
+                                      "content": c.content} for i, c in enumerate(calls)])
+        try:
+            self.con.execute("INSERT INTO tool_calls BY NAME SELECT * FROM rows")
+            self.con.execute("INSERT INTO messages BY NAME SELECT * FROM msgs")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            self.con.execute("BEGIN TRANSACTION")
+            raise
+
+    def close(self) -> None:
+        self.con.execute("ROLLBACK")
 
 
 def summary(call: Any) -> tuple:
@@ -114,9 +127,14 @@ def test_hostile_calls_never_raise_agree_batched_and_store(env, store, tool, sem
             assert call.ok == (call.error_kind is None)
             if not call.ok:
                 assert isinstance(call.error_kind, ErrorKind) and call.error
-        insert_as_is(store, batched)
+        inserts.insert(batched)
 
-    check()
+    inserts = Inserts(store)
+    try:
+        check()
+    finally:
+        inserts.close()
+    assert store.execute("SELECT count(*) FROM tool_calls").fetchone() == (0,)  # rolled back
 
 
 def test_a_lone_surrogate_is_a_bad_value_in_fixed_and_matches_nothing_in_parity(env) -> None:

@@ -22,13 +22,14 @@ FAST = {"max_steps": 3, "batch_size": 2, "max_length": 512, "learning_rate": 1e-
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> dict:
+def home(tmp_path_factory, template) -> dict:
     """A warehouse with a teacher harvest (golden paths), a tiny-model harvest (branches, no reward) and a
     teacher eval on `test`, plus `relabelled`: a copy where the tiny model's deepest path of each rollout is
     marked golden (the untrained model never earns a reward), so the `dpo` view and KTO negatives have rows."""
     root = tmp_path_factory.mktemp("train")
     env = {"FACTORY_HOME": str(root / "home"), "FACTORY_MULTIWOZ": str(MULTIWOZ_DIR), "FACTORY_WAREHOUSE": ""}
     w = str(root / "w.duckdb")
+    shutil.copy(template, w)  # ToolWOZ built once for the session
     for args in (["harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", "6", "-w", w],
                  ["model", "init"],
                  ["harvest", "--agent", str(root / "home" / "models" / "tiny-toolwoz"), "--split", "val_harvest",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toolwoz.values import EMPTY_VALUES, canonical, format_time, is_empty, is_subset, normalise, parse_time
+from toolwoz.values import (EMPTY_VALUES, canonical, clean, contains_clean, format_time, is_empty, is_subset, normalise,
+                            parse_time)
 
 PARAMS = ("leaveAt", "arriveBy", "time", "name", "food", "day", "people")
 # Text that might be a time ("9:05", " 09 . 05", "24:59") mixed with arbitrary text.
@@ -64,6 +65,17 @@ def test_none_is_empty_and_real_values_are_not() -> None:
     assert is_empty(None)
     for value in ("centre", "dontcares", "care", "0", 0, False, "not"):
         assert not is_empty(value), value
+
+
+with_empties = st.dictionaries(st.sampled_from(KEYS), st.sampled_from([None, "", "dontcare", "Don't Care", *WORDS]),
+                               max_size=4)
+
+
+@given(plain_dicts | with_empties, plain_dicts | with_empties)
+def test_subset_cleans_only_the_keys_asked_about_and_agrees_with_the_definition(sub: dict, main: dict) -> None:
+    main_clean = clean(main)  # reference §4.1, literally: clean both, compare the pairs of `sub`
+    expected = all(k in main_clean and main_clean[k] == v for k, v in clean(sub).items())
+    assert is_subset(sub, main) == contains_clean(main, clean(sub)) == expected
 
 
 @given(plain_dicts)

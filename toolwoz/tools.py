@@ -19,7 +19,7 @@ from toolwoz.errors import UnknownTask
 from toolwoz.query import RETURN_COLUMNS, RowQuery, RowResult, load_hidden, load_rows, run_many, run_one
 from toolwoz.schemas import API_DEFS, DAYS, DOMAINS, TIME_PARAMS, TOOL_NAMES, UID_KEY, domain_of
 from toolwoz.tasks import Task
-from toolwoz.values import (canonical, is_empty, is_subset, is_valid_text, parse_time, reference_normalise,
+from toolwoz.values import (canonical, clean, contains_clean, is_empty, is_subset, is_valid_text, parse_time, reference_normalise,
                             storable_text, to_json)
 
 SEMANTICS = ("fixed", "parity")
@@ -149,6 +149,7 @@ class ToolEnv:
     def __init__(self, con: duckdb.DuckDBPyConnection, tasks: Mapping[str, Task], k: int = DEFAULT_K):
         self.con, self.tasks, self.k = con, tasks, k
         self.rows = load_rows(con)  # immutable payloads; queries return row ids
+        self._raw: dict[tuple[str, int], dict[str, Any]] = {}  # parsed `raw` JSON of rows parity search read
         self.hidden = load_hidden(con)
 
     @classmethod
@@ -300,11 +301,19 @@ class ToolEnv:
                 call.result = [{c: r[c] for c in RETURN_COLUMNS[domain]} for r in call.rows]
         elif pending.finish == "parity_search":
             call.ok = True
-            served = _serve_parity(self._task(call.task_id), domain, call.normalised, matched)
+            raw = [self._parsed_raw(domain, i) for i in answer.row_ids]
+            served = _serve_parity(self._task(call.task_id), domain, call.normalised, matched, raw)
             call.result = [json.loads(r["raw"]) for r in served]
         else:
             self._finish_book(call, domain)
         return self._done(call, start, batch)
+
+    def _parsed_raw(self, domain: str, row_id: int) -> dict[str, Any]:
+        """A row's `raw` JSON, parsed once (read only: results are parsed afresh)."""
+        key = (domain, row_id)
+        if key not in self._raw:
+            self._raw[key] = json.loads(self.rows[domain][row_id]["raw"])
+        return self._raw[key]
 
     def _finish_book(self, call: ToolCall, domain: str) -> None:
         uid = UID_KEY[domain]
@@ -340,8 +349,9 @@ def _without_raw(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _serve_parity(task: Task | None, domain: str, args: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict]:
-    """Reference §3.5: serve at most one row, chosen by the task's goal."""
+def _serve_parity(task: Task | None, domain: str, args: dict[str, Any], rows: list[dict[str, Any]],
+                  raw: list[dict[str, Any]]) -> list[dict]:
+    """Reference §3.5: serve at most one row, chosen by the task's goal (`raw`: each row's parsed raw JSON)."""
     if not rows:
         return []
     truth = task.ground_truth.get(domain) if task else None
@@ -351,12 +361,12 @@ def _serve_parity(task: Task | None, domain: str, args: dict[str, Any], rows: li
     goal_params = search_goal["parameters"]
     book_goal = truth["success"].get(f"book_{domain}")
     uid = UID_KEY[domain]
-    raw = [json.loads(r["raw"]) for r in rows]
+    goal = clean(goal_params)
     correct = wrong = None
     for row, r in zip(raw, rows):
         if book_goal and row.get(uid) == book_goal["unique_id"]:
             correct = r
-        if not is_subset(goal_params, row):
+        if not contains_clean(row, goal):
             wrong = r
     if is_subset(goal_params, args):
         if book_goal:

@@ -69,8 +69,13 @@ def clean(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def is_subset(sub: Mapping[str, Any], main: Mapping[str, Any]) -> bool:
     """Reference §4.1: every non-empty (key, value) of `sub` appears identically in `main` after cleaning."""
-    main_clean = clean(main)
-    return all(k in main_clean and main_clean[k] == v for k, v in clean(sub).items())
+    return contains_clean(main, clean(sub))
+
+
+def contains_clean(main: Mapping[str, Any], cleaned: Mapping[str, Any]) -> bool:
+    """`is_subset(sub, main)` for `cleaned = clean(sub)`, cleaning only the keys asked about (= every key of
+    `cleaned` is in `clean(main)` with its value): parity search checks every row of a table against one goal."""
+    return all(k in main and not is_empty(main[k]) and reference_normalise(main[k]) == v for k, v in cleaned.items())
 
 
 # -- untrusted values ----------------------------------------------------------------------------------------
