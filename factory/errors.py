@@ -9,14 +9,19 @@ The other packages cannot import this one, so they raise their own roots (`toolw
 a `CommandError` in one place, and nothing else converts them.
 """
 
-import asyncio
+from __future__ import annotations
+
 import contextlib
 import logging
 import signal
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # asyncio is imported when a run starts its loop, not at every CLI start-up
+    import asyncio
 
 
 class FactoryError(Exception):
@@ -70,7 +75,7 @@ def signals_cancel(task: asyncio.Task) -> Iterator[None]:
     """Inside a running event loop: SIGINT/SIGTERM set STOP_REQUESTED and cancel `task` from the loop (never
     from inside a query or a tool call), so it unwinds in order and its progress bar closes before the error is
     printed; `stop_requested` handles both again afterwards."""
-    loop = asyncio.get_running_loop()
+    loop = task.get_loop()
 
     def cancel() -> None:
         STOP_REQUESTED.set()
