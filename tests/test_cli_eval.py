@@ -57,7 +57,7 @@ def test_kill_9_loses_nothing_committed_and_resumes(wh):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     committed = query(wh, "select count(*) from rollouts")[0][0]
-    assert 5 <= committed < 300  # grouped writes commit up to a second of rollouts at once
+    assert 5 <= committed < 300  # grouped writes commit up to 10 s of rollouts at once
     check_consistent(wh)
     resumed = run("eval", "--agent", "teacher", "--user", "rule", "--split", "val", "--limit", "300", "--json",
                   "-w", str(wh))

@@ -19,8 +19,8 @@ from toolwoz.errors import UnknownTask
 from toolwoz.query import RETURN_COLUMNS, RowQuery, RowResult, load_hidden, load_rows, run_many, run_one
 from toolwoz.schemas import API_DEFS, DAYS, DOMAINS, TIME_PARAMS, TOOL_NAMES, UID_KEY, domain_of
 from toolwoz.tasks import Task
-from toolwoz.values import (canonical, clean, contains_clean, is_empty, is_subset, is_valid_text, parse_time, reference_normalise,
-                            storable_text, to_json)
+from toolwoz.values import (canonical, clean, contains_clean, is_empty, is_subset, is_valid_text, parse_time,
+                            reference_normalise, storable_text, to_json)
 
 SEMANTICS = ("fixed", "parity")
 DEFAULT_K = 3  # rows a `fixed` search serves
