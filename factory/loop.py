@@ -53,6 +53,7 @@ class LoopConfig:
     results: str | None = None  # what searches show; None = M0's preference (`factory_results`)
     sft_epochs: float = 3.0  # passes over M_k+1's rows (the cpu recipe's); M_k' gets as many steps
     sft_steps: int | None = None  # a fixed step count for both instead
+    sft_loss: str = "all"  # the tokens M1's and M0''s SFT trains on (train/sft.py: all | assistant | calls)
     kto_steps: int = 0  # > 0: M_k+1 gets KTO on the harvest's `kto` view after its SFT (M_k' does not)
     # A further SFT of an already trained model, 17x below the bootstrap's rate. Chosen on the dev set (the last 100
     # val_harvest tasks; M0 0.433): M1 / M0' Average Reward 0.382 / 0.343 at 1e-3, 0.458 / 0.438 at 3e-4,
@@ -173,7 +174,7 @@ def _train_iteration(cfg: LoopConfig, result: LoopResult, k: int, agent: str, wa
     # M_k+1 trains for `sft_epochs` over its golden paths (however many the harvest gave); M_k' then gets exactly
     # as many optimizer steps, so the two differ only in which rollouts they learn from.
     recipe = dataclasses.replace(get("cpu", "sft"), learning_rate=cfg.learning_rate, epochs=cfg.sft_epochs,
-                                 max_steps=cfg.sft_steps or -1)
+                                 max_steps=cfg.sft_steps or -1, loss=cfg.sft_loss)
     trainings = {nxt: ("sft", _folder(nxt), result.runs[f"harvest {start}"], cfg.min_reward),
                  ctrl: ("sft_unfiltered", _folder(ctrl), result.runs[f"control {start}"], 0.0)}
     for name, (view, folder, run_id, min_reward) in trainings.items():

@@ -88,6 +88,19 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     assert again["training"]["M1"]["reused"] and again["training"]["M0'"]["reused"]
     assert query(wh, "SELECT count(*) FROM runs WHERE kind = 'train'") == [(2,)]
 
+    # --sft-loss calls (in a folder of its own): both trainings use that loss, on the same harvest and control.
+    calls_out = tmp_path / "loop-calls"
+    calls = run("loop", "--model", str(model_dir), "--out", str(calls_out), *SMALL, "-w", str(wh),
+                "--sft-loss", "calls", "--json")
+    assert calls.returncode == 0, calls.stderr[-3000:]
+    with_calls = json.loads(calls.stdout)
+    assert with_calls["runs"]["harvest M0"] == result["runs"]["harvest M0"]
+    for name, folder in (("M1", "m1"), ("M0'", "m0-control")):
+        assert not with_calls["training"][name].get("reused")
+        assert json.loads((calls_out / folder / "factory.json").read_text())["recipe"]["loss"] == "calls"
+    assert with_calls["config"]["sft_loss"] == "calls"
+    assert with_calls["runs"]["eval M1"] != result["runs"]["eval M1"]
+
     # KTO after M1's SFT: M1 becomes the KTO model and is evaluated in a run of its own.
     kto = run(*args, "--kto-steps", "1", "--json")
     assert kto.returncode == 0, kto.stderr[-3000:]

@@ -159,6 +159,46 @@ def test_sft_labels_cover_only_assistant_tokens(home, tmp_path):
         assert batch["labels"][i, :n].tolist() == trainer.train_dataset[i]["labels"]
 
 
+def test_sft_calls_loss_trains_on_user_turns_tool_results_and_calls_not_free_text(home, tmp_path):
+    from train.sft import sft_trainer
+
+    ds, _ = _load(home["w"], "sft", "sft")
+    trainer = sft_trainer(ds, home["model"], tmp_path, _recipe("sft", loss="calls"))
+    tok = trainer.processing_class
+    roles = {tok.convert_tokens_to_ids(f"<|{r}|>"): r for r in ("system", "user", "assistant", "tool")}
+    seen = {"call": 0, "text": 0}
+    for row, source in zip(trainer.train_dataset, ds):
+        ids, labels = row["input_ids"], row["labels"]
+        whole = tok.apply_chat_template(source["messages"], tools=json.loads(source["tools"]), tokenize=True,
+                                        return_dict=True)["input_ids"]
+        assert ids == whole[:FAST["max_length"]]  # long rows are cut, as with the other losses
+        # Each message runs from its role token to the next one; the system turn (with the tools) is context.
+        starts = [i for i, token in enumerate(ids) if token in roles] + [len(ids)]
+        assert starts[0] == 0
+        for a, b in zip(starts, starts[1:]):
+            role, trained = roles[ids[a]], [label != -100 for label in labels[a:b]]
+            if role == "assistant":
+                kind = "call" if "<tool_call>" in tok.decode(ids[a:b]) else "text"
+                seen[kind] += 1
+                assert trained == [kind == "call"] * (b - a)
+            else:
+                assert trained == [role in ("user", "tool")] * (b - a)
+        assert all(label == token for label, token in zip(labels, ids) if label != -100)
+    assert seen["call"] > 0 and seen["text"] > 0
+
+
+def test_sft_calls_loss_refuses_a_template_whose_prefixes_are_not_prefixes(home):
+    from train.loading import load_tokenizer
+    from train.sft import calls_example
+
+    tok = load_tokenizer(home["model"])
+    tok.chat_template = "{% for m in messages | reverse %}{{ m['content'] }}|{% endfor %}"
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "bye"}]
+    with pytest.raises(TrainInputError, match="--loss calls needs a chat template"):
+        calls_example(tok, messages, None)
+
+
 def test_sft_trains(home, tmp_path):
     from train.sft import train_sft
 

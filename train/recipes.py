@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GPU_EXTRA_HINT = "pip install 'josh-factory[gpu]' (bitsandbytes) on a CUDA machine"
-LOSSES = ("all", "assistant")  # sft: which tokens the loss covers
+LOSSES = ("all", "assistant", "calls")  # sft: which tokens the loss covers (train/sft.py)
 
 
 class TrainInputError(ValueError):
@@ -49,7 +49,7 @@ class Recipe:
     load_in_4bit: bool = False  # QLoRA: needs CUDA and bitsandbytes
     gradient_checkpointing: bool = False
     logging_steps: int = 1
-    loss: str = "all"  # sft: "all" tokens of the conversation (the reference) or the "assistant"'s only
+    loss: str = "all"  # sft: "all" tokens (the reference), the "assistant"'s only, or the "calls" JOSH grades
     beta: float = 0.1  # kto, dpo: how far the policy may move from the reference model
     desirable_weight: float = 1.0  # kto
     undesirable_weight: float = 1.0  # kto

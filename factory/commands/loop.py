@@ -12,6 +12,7 @@ from factory.options import (agent_option, json_option, multiwoz_option, results
                              warehouse_option)
 from factory.output import err, out, print_json
 from search.josh import HARVEST
+from train.recipes import LOSSES
 
 DEFAULTS = LoopConfig(out=Path("models/loop"))
 
@@ -38,6 +39,9 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
               show_default=True, help="Passes over M1's golden paths; M0' gets the same number of SFT steps.")
 @click.option("--sft-steps", type=click.IntRange(min=1), default=None,
               help="A fixed number of SFT steps for M1 and M0' instead of --sft-epochs.")
+@click.option("--sft-loss", type=click.Choice(LOSSES), default=DEFAULTS.sft_loss, show_default=True,
+              help="Tokens the SFT of M1 and M0' trains on (as `factory train sft --loss`): `calls` leaves out the "
+                   "assistant's free text, which the reward never checks.")
 @click.option("--kto-steps", type=click.IntRange(min=0), default=DEFAULTS.kto_steps, show_default=True,
               help="KTO steps for M1 after its SFT, on the harvest's `kto` view (0 = SFT only; M0' gets none).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.learning_rate,
@@ -51,8 +55,8 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @warehouse_option
 @json_option
 def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, beam, temperature, max_steps, max_new_tokens,
-         results, sft_epochs, sft_steps, kto_steps, lr, min_reward, concurrency, seed, multiwoz, warehouse_path,
-         as_json) -> None:
+         results, sft_epochs, sft_steps, sft_loss, kto_steps, lr, min_reward, concurrency, seed, multiwoz,
+         warehouse_path, as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests `val_harvest` with JOSH,
     and is fine-tuned on its golden paths (M1); the control M0' gets the same SFT steps on M0's own unfiltered
     beam-1 rollouts of the same tasks. With --iterations K, M1 then harvests the next val_harvest tasks and
@@ -73,8 +77,8 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, beam, temp
     cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=agent, iterations=iterations,
                      eval_tasks=None if full else eval_tasks, harvest_tasks=harvest_tasks, beam=beam,
                      temperature=temperature, max_steps=max_steps, max_new_tokens=max_new_tokens, results=results,
-                     sft_epochs=sft_epochs, sft_steps=sft_steps, kto_steps=kto_steps, learning_rate=lr,
-                     min_reward=min_reward, concurrency=concurrency, seed=seed)
+                     sft_epochs=sft_epochs, sft_steps=sft_steps, sft_loss=sft_loss, kto_steps=kto_steps,
+                     learning_rate=lr, min_reward=min_reward, concurrency=concurrency, seed=seed)
     result = run_loop(cfg, warehouse_path, multiwoz, err)
     if as_json:
         print_json(result.__dict__)

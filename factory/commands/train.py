@@ -14,6 +14,7 @@ from factory.errors import UserError
 from factory.options import json_option, warehouse_option
 from factory.output import out, print_json
 from factory.training import TrainJob, train_model
+from train.recipes import LOSSES
 
 
 def _options(f: Callable) -> Callable:
@@ -79,9 +80,10 @@ def train() -> None:
               help="A Jinja chat template to train with (and save), for models whose own template has no "
                    "{% generation %} markers (needed by --loss assistant); it wins over the automatic ChatML + "
                    "tools one (train/chatml_tools.jinja).")
-@click.option("--loss", type=click.Choice(["all", "assistant"]), default=None,
-              help="Tokens the loss covers: `all` of the conversation (the reference; the recipes' default) or the "
-                   "`assistant`'s only.")
+@click.option("--loss", type=click.Choice(LOSSES), default=None,
+              help="Tokens the loss covers: `all` of the conversation (the reference; the recipes' default), the "
+                   "`assistant`'s only, or `calls`: the assistant's tool-call turns, user turns and tool results, "
+                   "not its free text (which JOSH's reward never checks).")
 def sft(drop_tool_errors: bool, chat_template: Path | None, loss: str | None, **options: Any) -> None:
     """Supervised fine-tuning on whole successful conversations (view `sft`), loss on every token by default.
 
