@@ -51,6 +51,8 @@ def calls_example(tokenizer: Any, messages: list[dict[str, Any]], tools: Any) ->
     """One conversation as TRL's processed columns: `input_ids`, and `assistant_masks` (TRL's loss mask) set on
     the tokens of the messages `graded` keeps. A message's tokens are found by rendering the conversation up to
     it and up to the next one, so the template must render each prefix as a prefix of the whole."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TrainInputError("--loss calls needs a fast (Rust) tokenizer, for token offsets")
     tools = json.loads(tools) if isinstance(tools, str) else tools
 
     def render(n: int) -> str:
@@ -68,8 +70,6 @@ def calls_example(tokenizer: Any, messages: list[dict[str, Any]], tools: Any) ->
         if graded(messages[i]):
             spans.append((len(start), len(end)))
         start = end
-    if not getattr(tokenizer, "is_fast", False):
-        raise TrainInputError("--loss calls needs a fast (Rust) tokenizer, for token offsets")
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     mask = [int(any(a <= offset < b for a, b in spans)) for offset, _ in encoded["offset_mapping"]]
     return {"input_ids": encoded["input_ids"], "assistant_masks": mask}
