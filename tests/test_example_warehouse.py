@@ -27,6 +27,7 @@ COLUMNS = {
     "04_collapse_depth": ["agent", "depth", "collapses", "first_collapses", "goals_credited", "mean_width", "pruned"],
     "05_kto_pairs": ["agent", "beam", "kto_desirable", "kto_undesirable", "kto_paired_prompts", "dpo_pairs",
                      "sft_rows"],
+    "06_golden_calls": ["agent", "beam", "golden_calls", "met_goal", "failed", "ungraded", "ungraded_share"],
 }
 
 

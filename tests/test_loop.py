@@ -19,8 +19,8 @@ from factory import bootstrap
 from factory.output import err
 from tests.conftest import MULTIWOZ_DIR, mark_deepest_golden, one_line_error, query, run
 
-SMALL = ["--eval-tasks", "2", "--harvest-tasks", "2", "--beam", "2", "--max-steps", "2", "--max-new-tokens", "12",
-         "--sft-steps", "2"]
+SMALL = ["--eval-tasks", "2", "--harvest-split", "val_harvest", "--harvest-tasks", "2", "--beam", "2", "--max-steps",
+         "2", "--max-new-tokens", "12", "--sft-steps", "2", "--sft-loss", "all", "--wise-ft", "1"]
 
 
 def test_bootstrap_trains_m0_on_a_teacher_run_and_records_the_budget(model_dir, wh, tmp_path, monkeypatch):
@@ -88,18 +88,28 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     assert again["training"]["M1"]["reused"] and again["training"]["M0'"]["reused"]
     assert query(wh, "SELECT count(*) FROM runs WHERE kind = 'train'") == [(2,)]
 
-    # --sft-loss calls (in a folder of its own): both trainings use that loss, on the same harvest and control.
+    # --sft-loss calls --wise-ft 0.5 (in a folder of its own): both trainings use them, on the same harvest and
+    # control.
     calls_out = tmp_path / "loop-calls"
     calls = run("loop", "--model", str(model_dir), "--out", str(calls_out), *SMALL, "-w", str(wh),
-                "--sft-loss", "calls", "--json")
+                "--sft-loss", "calls", "--wise-ft", "0.5", "--json")
     assert calls.returncode == 0, calls.stderr[-3000:]
     with_calls = json.loads(calls.stdout)
     assert with_calls["runs"]["harvest M0"] == result["runs"]["harvest M0"]
     for name, folder in (("M1", "m1"), ("M0'", "m0-control")):
         assert not with_calls["training"][name].get("reused")
-        assert json.loads((calls_out / folder / "factory.json").read_text())["recipe"]["loss"] == "calls"
-    assert with_calls["config"]["sft_loss"] == "calls"
+        recipe = json.loads((calls_out / folder / "factory.json").read_text())["recipe"]
+        assert (recipe["loss"], recipe["wise_ft"]) == ("calls", 0.5)
+    assert (with_calls["config"]["sft_loss"], with_calls["config"]["wise_ft"]) == ("calls", 0.5)
     assert with_calls["runs"]["eval M1"] != result["runs"]["eval M1"]
+
+    # --harvest-split synth: the harvest and the control take the first synth tasks (the untrained model earns
+    # nothing there either, so it stops before training); M0's eval run is the same one.
+    synth = run("loop", "--model", str(model_dir), "--out", str(tmp_path / "loop-synth"), *SMALL, "-w", str(wh),
+                "--harvest-split", "synth")
+    assert synth.returncode == 2 and "M1 has no training rows" in one_line_error(synth)
+    assert query(wh, "SELECT beam_size, count(*) FROM runs JOIN rollouts USING (run_id) WHERE split = 'synth' "
+                     "GROUP BY beam_size ORDER BY beam_size") == [(1, 2), (2, 2)]
 
     # KTO after M1's SFT: M1 becomes the KTO model and is evaluated in a run of its own.
     kto = run(*args, "--kto-steps", "1", "--json")

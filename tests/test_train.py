@@ -240,6 +240,43 @@ def test_lora_adapter_loads_as_a_model(home, tmp_path):
         assert not torch.allclose(tuned(ids).logits, base(ids).logits)
 
 
+def test_wise_ft_saves_the_average_of_start_and_trained_weights(home, tmp_path):
+    """--wise-ft 0.25 saves 0.75 x start + 0.25 x what the same training (same seed and data) saves without it."""
+    from train.sft import train_sft
+
+    ds, _ = _load(home["w"], "sft", "sft")
+    train_sft(ds, home["model"], tmp_path / "full", _recipe("sft"))
+    train_sft(ds, home["model"], tmp_path / "wise", _recipe("sft", wise_ft=0.25))
+    start, trained, wise = _weights(home["model"]), _weights(str(tmp_path / "full")), _weights(str(tmp_path / "wise"))
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not (trained[q] == start[q]).all()
+    for name in start:
+        expected = 0.75 * start[name] + 0.25 * trained[name]
+        assert (wise[name] - expected).abs().max() < 1e-5, name
+
+
+def test_wise_ft_with_lora_scales_the_adapter(home, tmp_path):
+    """With LoRA the saved adapter's delta is alpha times the trained one (lora_B scaled; lora_A as trained)."""
+    from safetensors.torch import load_file
+
+    from train.sft import train_sft
+
+    ds, _ = _load(home["w"], "sft", "sft")
+    recipe = _recipe("sft", lora=recipes.Lora(), max_steps=2, max_length=256)
+    train_sft(ds, home["model"], tmp_path / "full", recipe)
+    train_sft(ds, home["model"], tmp_path / "wise", replace(recipe, wise_ft=0.5))
+    full, wise = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("full", "wise"))
+    assert full.keys() == wise.keys() and any("lora_B" in k for k in full)
+    for name in full:
+        factor = 0.5 if "lora_B" in name else 1.0
+        assert (wise[name] - factor * full[name]).abs().max() < 1e-6, name
+
+
+def test_wise_ft_out_of_range_is_refused():
+    with pytest.raises(TrainInputError, match="--wise-ft must be in"):
+        recipes.check(_recipe("sft", wise_ft=0.0))
+
+
 def test_kto_needs_a_batch_of_two(home, tmp_path):
     from train.kto import train_kto
 

@@ -39,6 +39,6 @@ def train_dpo(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed
                          quantization_config=quantization_config(recipe), callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
     result = trainer.train()
-    save_trained(trainer, out, model)
+    save_trained(trainer, out, model, recipe.wise_ft)
     tokenizer.save_pretrained(str(out))
     return summary(trainer, result.metrics)

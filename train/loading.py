@@ -87,12 +87,26 @@ def load_gguf_model(model: str) -> Any:
     return loaded
 
 
-def save_trained(trainer: Any, out: str | Path, model: str) -> None:
+def load_start_weights(model: str) -> Any:
+    """The model a training started from, on the CPU in float32 (for `train.wise_ft`)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if is_gguf(model):
+        return load_gguf_model(model)
+    return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+
+
+def save_trained(trainer: Any, out: str | Path, model: str, wise_ft: float = 1.0) -> None:
     """Save the trained model to `out` as TRL does (with LoRA: the adapter alone), except that an adapter on a GGUF
-    file's model is merged into it and the whole model saved."""
+    file's model is merged into it and the whole model saved. `wise_ft` < 1 first averages the weights with those
+    of `model`, the start (`train.wise_ft`)."""
     from peft import PeftModel
 
+    from train.wise_ft import average_with_start
+
     trained = trainer.accelerator.unwrap_model(trainer.model)
+    average_with_start(trained, lambda: load_start_weights(model), wise_ft)
     if is_gguf(model) and isinstance(trained, PeftModel):
         trained.merge_and_unload().save_pretrained(str(out))
     else:

@@ -53,6 +53,7 @@ class Recipe:
     beta: float = 0.1  # kto, dpo: how far the policy may move from the reference model
     desirable_weight: float = 1.0  # kto
     undesirable_weight: float = 1.0  # kto
+    wise_ft: float = 1.0  # the saved weights: (1 - wise_ft) * start + wise_ft * trained (train/wise_ft.py)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes recorded in factory.json
 
 
@@ -113,6 +114,9 @@ def check(recipe: Recipe) -> None:
     """Refuse settings that cannot run here, before any model is loaded."""
     if recipe.loss not in LOSSES:
         raise TrainInputError(f"loss must be one of {', '.join(LOSSES)}, not {recipe.loss!r}")
+    if not 0 < recipe.wise_ft <= 1:
+        raise TrainInputError(f"--wise-ft must be in (0, 1] (the fine-tune's share of the weights), not "
+                              f"{recipe.wise_ft}")
     if recipe.method == "kto" and recipe.batch_size < 2:
         raise TrainInputError(f"KTO needs a per-device batch of at least 2 (got {recipe.batch_size}): TRL estimates "
                               "its KL term from the other completions in the batch; pass --batch-size 2 or more")

@@ -113,6 +113,6 @@ def train_sft(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed
     GGUF file, whose adapter is merged in (`loading.save_trained`)."""
     trainer = sft_trainer(dataset, model, out, recipe, seed=seed, chat_template=chat_template, callbacks=callbacks)
     result = trainer.train()
-    save_trained(trainer, out, model)
+    save_trained(trainer, out, model, recipe.wise_ft)
     trainer.processing_class.save_pretrained(str(out))
     return summary(trainer, result.metrics)

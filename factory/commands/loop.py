@@ -7,11 +7,10 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from factory.loop import LoopConfig, LoopResult, run_loop
+from factory.loop import LOOP_HARVEST, LoopConfig, LoopResult, run_loop
 from factory.options import (agent_option, json_option, multiwoz_option, results_option, search_option,
                              warehouse_option)
 from factory.output import err, out, print_json
-from search.josh import HARVEST
 from train.recipes import LOSSES
 
 DEFAULTS = LoopConfig(out=Path("models/loop"))
@@ -24,16 +23,19 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
               show_default=True, help="Folder for M1, M0' (m0-control), M2, M1' ..., loop.json and loop.png; "
                                       "replaced models are the loop's.")
 @click.option("--iterations", type=click.IntRange(min=1), default=DEFAULTS.iterations, show_default=True,
-              help="Self-training iterations: M_k+1 = M_k + SFT on M_k's own harvest of fresh val_harvest tasks.")
-@click.option("--eval-tasks", type=click.IntRange(min=1), default=DEFAULTS.eval_tasks, show_default=True,
-              help="Evaluate on the first N `test` tasks.")
-@click.option("--full", is_flag=True, help="Evaluate on all 450 `test` tasks (overrides --eval-tasks).")
+              help="Self-training iterations: M_k+1 = M_k + SFT on M_k's own harvest of fresh tasks.")
+@click.option("--eval-tasks", type=click.IntRange(min=1), default=DEFAULTS.eval_tasks,
+              help="Evaluate on the first N `test` tasks (default: all 450).")
+@click.option("--full", is_flag=True, help="Evaluate on all 450 `test` tasks (the default; overrides --eval-tasks).")
 @click.option("--harvest-tasks", type=click.IntRange(min=1), default=DEFAULTS.harvest_tasks, show_default=True,
-              help="`val_harvest` tasks per iteration: the first N, then the next N, ...")
-@search_option("beam", HARVEST)
-@search_option("temperature", HARVEST, type=click.FloatRange(min=0, min_open=True))
-@search_option("max_steps", HARVEST)
-@search_option("max_new_tokens", HARVEST)
+              help="Harvest tasks per iteration: the first N, then the next N, ...")
+@click.option("--harvest-split", type=click.Choice(["val_harvest", "synth"]), default=DEFAULTS.harvest_split,
+              show_default=True, help="Where the harvest tasks come from: MultiWOZ's `val_harvest` dialogues (396), "
+                                      "or `synth` (2000 goals sampled from the databases).")
+@search_option("beam", LOOP_HARVEST)
+@search_option("temperature", LOOP_HARVEST, type=click.FloatRange(min=0, min_open=True))
+@search_option("max_steps", LOOP_HARVEST)
+@search_option("max_new_tokens", LOOP_HARVEST)
 @results_option
 @click.option("--sft-epochs", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.sft_epochs,
               show_default=True, help="Passes over M1's golden paths; M0' gets the same number of SFT steps.")
@@ -42,6 +44,9 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @click.option("--sft-loss", type=click.Choice(LOSSES), default=DEFAULTS.sft_loss, show_default=True,
               help="Tokens the SFT of M1 and M0' trains on (as `factory train sft --loss`): `calls` leaves out the "
                    "assistant's free text, which the reward never checks.")
+@click.option("--wise-ft", type=click.FloatRange(min=0, max=1, min_open=True), default=DEFAULTS.wise_ft,
+              show_default=True, help="M1 and M0' keep (1 - W) x M_k's weights + W x their trained ones (as `factory "
+                                      "train --wise-ft`; 1 = the trained weights).")
 @click.option("--kto-steps", type=click.IntRange(min=0), default=DEFAULTS.kto_steps, show_default=True,
               help="KTO steps for M1 after its SFT, on the harvest's `kto` view (0 = SFT only; M0' gets none).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.learning_rate,
@@ -50,34 +55,36 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
               help="Harvest rollouts whose golden path trains M1 (0.01: any goal met).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULTS.concurrency, show_default=True,
               help="Conversations in flight in every rollout stage.")
-@search_option("seed", HARVEST, type=int)
+@search_option("seed", LOOP_HARVEST, type=int)
 @multiwoz_option
 @warehouse_option
 @json_option
-def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, beam, temperature, max_steps, max_new_tokens,
-         results, sft_epochs, sft_steps, sft_loss, kto_steps, lr, min_reward, concurrency, seed, multiwoz,
-         warehouse_path, as_json) -> None:
-    """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests `val_harvest` with JOSH,
+def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_split, beam, temperature, max_steps,
+         max_new_tokens, results, sft_epochs, sft_steps, sft_loss, wise_ft, kto_steps, lr, min_reward, concurrency,
+         seed, multiwoz, warehouse_path, as_json) -> None:
+    """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests (--harvest-split) with JOSH,
     and is fine-tuned on its golden paths (M1); the control M0' gets the same SFT steps on M0's own unfiltered
-    beam-1 rollouts of the same tasks. With --iterations K, M1 then harvests the next val_harvest tasks and
-    becomes M2 (against M1'), and so on. Prints Average Reward and 100% Success of every model on the same test
+    beam-1 rollouts of the same tasks. With --iterations K, M1 then harvests the next tasks and becomes M2
+    (against M1'), and so on. Prints Average Reward and 100% Success of every model on the same test
     tasks with paired-bootstrap intervals for M_k+1 - M_k and M_k+1 - M_k', and each stage's wall time; writes
     loop.json and loop.png. Every rollout stage is a warehouse run: running the loop again resumes them.
 
     \b
     Example:
-        factory loop
-        factory loop --iterations 2 --harvest-tasks 60
-        factory loop --full --harvest-tasks 200 --out models/loop-full
+        factory loop                                          # ~31 min on 2 cores
+        factory loop --eval-tasks 100 --harvest-tasks 200 --out models/loop-small
+        factory loop --iterations 2                           # M1 harvests the next 600 synth tasks -> M2
         factory loop --agent Qwen/Qwen3-0.6B --max-new-tokens 512   # on a GPU
     """
     if beam < 2:
         raise click.BadParameter("the loop compares a JOSH harvest (beam >= 2) with beam-1 control rollouts; at "
                                  "beam 1 both are the same run", param_hint="--beam")
     cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=agent, iterations=iterations,
-                     eval_tasks=None if full else eval_tasks, harvest_tasks=harvest_tasks, beam=beam,
+                     eval_tasks=None if full else eval_tasks, harvest_tasks=harvest_tasks,
+                     harvest_split=harvest_split, beam=beam,
                      temperature=temperature, max_steps=max_steps, max_new_tokens=max_new_tokens, results=results,
-                     sft_epochs=sft_epochs, sft_steps=sft_steps, sft_loss=sft_loss, kto_steps=kto_steps,
+                     sft_epochs=sft_epochs, sft_steps=sft_steps, sft_loss=sft_loss, wise_ft=wise_ft,
+                     kto_steps=kto_steps,
                      learning_rate=lr, min_reward=min_reward, concurrency=concurrency, seed=seed)
     result = run_loop(cfg, warehouse_path, multiwoz, err)
     if as_json:
@@ -124,5 +131,5 @@ def print_result(result: LoopResult, loop_json: Path) -> None:
               highlight=False)
     out.print(f"  factory eval compare {result.runs['eval M1']} {result.runs['eval M0']} --samples 20000",
               highlight=False)
-    out.print("  factory loop --harvest-tasks 200 --beam 16   # more golden paths for M1 (re-running resumes)",
+    out.print("  factory loop --iterations 2   # M1 harvests the next tasks -> M2 (re-running resumes)",
               highlight=False)

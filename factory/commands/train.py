@@ -49,6 +49,9 @@ def _options(f: Callable) -> Callable:
                      help="Batches per optimizer step (default: the recipe's; cpu 1)."),
         click.option("--max-length", type=click.IntRange(min=16), default=None,
                      help="Tokens per sequence; longer ones are cut (default: the recipe's; cpu 2048)."),
+        click.option("--wise-ft", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+                     help="Save (1 - W) x the start model's weights + W x the trained ones (WiSE-FT: keeps what "
+                          "training learnt, undoes most of its drift; default 1 = the trained weights as they are)."),
         click.option("--allow-test-tasks", is_flag=True,
                      help="Train on rows from `test` tasks too (they are the benchmark: off by default)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Training seed (data order, init)."),
@@ -91,6 +94,7 @@ def sft(drop_tool_errors: bool, chat_template: Path | None, loss: str | None, **
     Example:
         factory train sft --out models/sft-1
         factory train sft --run harvest-1a2b3c --drop-tool-errors --loss assistant --out models/sft-2
+        factory train sft --run harvest-1a2b3c --loss calls --wise-ft 0.5 --out models/sft-3
         factory train sft --model Qwen/Qwen3-0.6B --recipe paper --out models/qwen-sft   # on a GPU
         factory train sft --model ~/.cache/josh-factory/models/SmolLM2-135M-Instruct.Q4_1.gguf --out models/smol-sft
     """
@@ -159,7 +163,7 @@ def _recipe(method: str, o: dict[str, Any], overrides: dict[str, Any]) -> Any:
     recipe = recipes.get(o["recipe_name"], method)
     values = {"epochs": o["epochs"], "max_steps": o["max_steps"], "learning_rate": o["lr"],
               "batch_size": o["batch_size"], "grad_accum": o["grad_accum"], "max_length": o["max_length"],
-              **overrides}
+              "wise_ft": o["wise_ft"], **overrides}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in values.items() if v is not None})
     if o["lora"] is True and recipe.lora is None:
         recipe = dataclasses.replace(recipe, lora=recipes.Lora())
