@@ -240,18 +240,22 @@ def test_lora_adapter_loads_as_a_model(home, tmp_path):
         assert not torch.allclose(tuned(ids).logits, base(ids).logits)
 
 
-def test_wise_ft_saves_the_average_of_start_and_trained_weights(home, tmp_path):
-    """--wise-ft 0.25 saves 0.75 x start + 0.25 x what the same training (same seed and data) saves without it."""
+@pytest.mark.parametrize(("method", "db", "alpha"), [("sft", "w", 0.25), ("kto", "relabelled", 0.5)])
+def test_wise_ft_saves_the_average_of_start_and_trained_weights(home, tmp_path, method, db, alpha):
+    """--wise-ft alpha saves (1 - alpha) x start + alpha x what the same training (same seed and data) saves without
+    it. KTO averages with its frozen reference (the start model, already in memory), SFT loads the start again."""
+    from train.kto import train_kto
     from train.sft import train_sft
 
-    ds, _ = _load(home["w"], "sft", "sft")
-    train_sft(ds, home["model"], tmp_path / "full", _recipe("sft"))
-    train_sft(ds, home["model"], tmp_path / "wise", _recipe("sft", wise_ft=0.25))
+    fit = {"sft": train_sft, "kto": train_kto}[method]
+    ds, _ = _load(home[db], method, method)
+    fit(ds, home["model"], tmp_path / "full", _recipe(method))
+    fit(ds, home["model"], tmp_path / "wise", _recipe(method, wise_ft=alpha))
     start, trained, wise = _weights(home["model"]), _weights(str(tmp_path / "full")), _weights(str(tmp_path / "wise"))
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not (trained[q] == start[q]).all()
     for name in start:
-        expected = 0.75 * start[name] + 0.25 * trained[name]
+        expected = (1 - alpha) * start[name] + alpha * trained[name]
         assert (wise[name] - expected).abs().max() < 1e-5, name
 
 

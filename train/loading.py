@@ -87,11 +87,14 @@ def load_gguf_model(model: str) -> Any:
     return loaded
 
 
-def load_start_weights(model: str) -> Any:
-    """The model a training started from, on the CPU in float32 (for `train.wise_ft`)."""
+def start_weights(trainer: Any, model: str) -> Any:
+    """The model a training started from, for `train.wise_ft`: KTO's and DPO's frozen reference when the trainer
+    holds one (it is that model, already in memory), else `model` loaded once more on the CPU in float32."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    if getattr(trainer, "ref_model", None) is not None:
+        return trainer.accelerator.unwrap_model(trainer.ref_model)
     if is_gguf(model):
         return load_gguf_model(model)
     return AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
@@ -106,7 +109,7 @@ def save_trained(trainer: Any, out: str | Path, model: str, wise_ft: float = 1.0
     from train.wise_ft import average_with_start
 
     trained = trainer.accelerator.unwrap_model(trainer.model)
-    average_with_start(trained, lambda: load_start_weights(model), wise_ft)
+    average_with_start(trained, lambda: start_weights(trainer, model), wise_ft)
     if is_gguf(model) and isinstance(trained, PeftModel):
         trained.merge_and_unload().save_pretrained(str(out))
     else:
