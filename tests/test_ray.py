@@ -41,8 +41,8 @@ def assert_same_rows(a: Path, b: Path) -> None:
         assert left == right, f"{table} differs: {next(x for x, y in zip(left, right) if x != y)[:300]}"
 
 
-def harvest_args(wh: Path, *extra: str, limit: int = 8) -> list[str]:
-    return ["harvest", "--agent", "teacher", "--split", "val_harvest", "--limit", str(limit), "--beam", "4",
+def harvest_args(wh: Path, *extra: str, limit: int = 8, split: str = "val_harvest") -> list[str]:
+    return ["harvest", "--agent", "teacher", "--split", split, "--limit", str(limit), "--beam", "4",
             *extra, "-w", str(wh)]
 
 
@@ -92,7 +92,10 @@ def test_ray_harvest_writes_the_rows_of_a_local_harvest(wh, tmp_path):
 
 @pytest.mark.slow
 def test_killed_worker_loses_only_its_rollouts_and_a_rerun_completes(wh, template, tmp_path):
-    args = harvest_args(wh, "--ray", "--ray-workers", "2", "--concurrency", "2", "--beam", "8", limit=40)
+    # The teacher harvests ~40 rollouts a second: enough tasks that both workers are still busy after the first 3.
+    limit = 400
+    args = harvest_args(wh, "--ray", "--ray-workers", "2", "--concurrency", "2", "--beam", "8", limit=limit,
+                        split="synth")
     proc = subprocess.Popen([*FACTORY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "FACTORY_DEBUG": ""})
     try:
@@ -109,17 +112,17 @@ def test_killed_worker_loses_only_its_rollouts_and_a_rerun_completes(wh, templat
     error = one_line_error(subprocess.CompletedProcess(args, proc.returncode, "", stderr))
     assert "1 of 2 Ray workers died" in error and "run the same command again" in error
     committed = query(wh, "select count(*) from rollouts")[0][0]
-    assert 3 <= committed < 40  # the survivor carried on; the victim's rollouts in flight are missing
+    assert 3 <= committed < limit  # the survivor carried on; the victim's rollouts in flight are missing
     assert query(wh, "select status from runs") == [("failed",)]
     check_consistent(wh)
     rerun = run(*args, "--json")
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["resumed_skipped"] == committed
-    assert query(wh, "select count(*), count(distinct task_id) from rollouts") == [(40, 40)]
+    assert query(wh, "select count(*), count(distinct task_id) from rollouts") == [(limit, limit)]
     check_consistent(wh)
     local = tmp_path / "local.duckdb"  # the same settings without Ray, in one go
     shutil.copy(template, local)
-    alone = run(*harvest_args(local, "--concurrency", "2", "--beam", "8", limit=40))
+    alone = run(*harvest_args(local, "--concurrency", "2", "--beam", "8", limit=limit, split="synth"))
     assert alone.returncode == 0, alone.stderr
     assert_same_rows(wh, local)
 
