@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 
 from search.backends import BackendError, engine_info, load_backend
-from search.backends.base import Backend
+from search.backends.base import Backend, one_line
 from search.josh import SearchConfig, run_rollout
 from search.runner import ToolRunner
 from toolwoz import tables
@@ -182,7 +182,7 @@ class WorkerPool:
             self.infos = self.ray.get([a.info.remote() for a in self.actors])
         except self.ray.exceptions.RayError as e:
             self.shutdown()
-            raise RuntimeError(f"a Ray worker failed to start: {_first_line(e)}") from None
+            raise RuntimeError(f"a Ray worker failed to start: {one_line(e)}") from None
         failures = [i["failure"] for i in self.infos if i["failure"]]
         if failures:
             self.shutdown()
@@ -220,7 +220,7 @@ class WorkerPool:
                 self.alive.discard(worker)
                 theirs = [r for r, (w, _) in pending.items() if w == worker]
                 lost = [job, *(pending.pop(r)[1] for r in theirs)]
-                yield WorkerLost(worker, _first_line(e), lost)
+                yield WorkerLost(worker, one_line(e), lost)
                 for other in sorted(self.alive):  # its share of the queue goes to the others
                     fill(other)
                 continue
@@ -236,8 +236,3 @@ class WorkerPool:
                 self.ray.kill(actor)
             except Exception:  # noqa: BLE001 - already dead
                 pass
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

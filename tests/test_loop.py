@@ -20,7 +20,7 @@ from factory.output import err
 from tests.conftest import MULTIWOZ_DIR, mark_deepest_golden, one_line_error, query, run
 
 SMALL = ["--eval-tasks", "2", "--harvest-split", "val_harvest", "--harvest-tasks", "2", "--beam", "2", "--max-steps",
-         "2", "--max-new-tokens", "12", "--sft-steps", "2", "--sft-loss", "all", "--wise-ft", "1"]
+         "2", "--max-new-tokens", "12", "--sft-steps", "2", "--sft-loss", "all", "--wise-ft", "1", "--kto-steps", "0"]
 
 
 def test_bootstrap_trains_m0_on_a_teacher_run_and_records_the_budget(model_dir, wh, tmp_path, monkeypatch):

@@ -71,7 +71,7 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
 
     \b
     Example:
-        factory loop                                          # ~31 min on 2 cores
+        factory loop                                          # ~28 min on 2 cores
         factory loop --eval-tasks 100 --harvest-tasks 200 --out models/loop-small
         factory loop --iterations 2                           # M1 harvests the next 600 synth tasks -> M2
         factory loop --agent Qwen/Qwen3-0.6B --max-new-tokens 512   # on a GPU

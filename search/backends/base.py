@@ -48,6 +48,18 @@ class Completion:
     finish_reason: str = "stop"  # stop | length | context_overflow | error
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def failed(cls, error: str, latency_ms: float = 0.0) -> "Completion":
+        """The backend failed on this request: an empty assistant message that ends the conversation."""
+        return cls(message={"role": "assistant", "content": ""}, error=error, finish_reason="error",
+                   latency_ms=latency_ms)
+
+
+def one_line(e: BaseException) -> str:
+    """`Type: first line of the message`, for one-line errors."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
 
 class BackendError(Exception):
     """The backend cannot serve at all (bad model path, unreachable endpoint): a setup problem."""

@@ -38,11 +38,6 @@ _OVERFLOW_HINTS = ("context_length_exceeded", "maximum context length", "too man
 _NO_AUTO_TOOL_CHOICE = "--enable-auto-tool-choice"
 
 
-def _failed(error: str, latency_ms: float) -> Completion:
-    return Completion(message={"role": "assistant", "content": ""}, error=error, finish_reason="error",
-                      latency_ms=latency_ms)
-
-
 def _text(response: Any) -> str:
     try:
         return response.text
@@ -167,13 +162,13 @@ class OpenAIBackend:
                     return Completion(message={"role": "assistant", "content": ""}, latency_ms=latency_ms,
                                       finish_reason="context_overflow", extra={"server_error": error})
                 if response.status_code not in RETRY_STATUS and response.status_code < 500:
-                    return _failed(error, latency_ms)
+                    return Completion.failed(error, latency_ms)
                 retry_after = response.headers.get("retry-after", "")
                 if retry_after.isascii() and retry_after.replace(".", "", 1).isdigit():
                     delay = max(delay, min(float(retry_after), 60.0))
             if attempt < self.retries:
                 await asyncio.sleep(delay)
-        return _failed(f"{error} (after {self.retries + 1} attempts)", (time.perf_counter() - start) * 1000)
+        return Completion.failed(f"{error} (after {self.retries + 1} attempts)", (time.perf_counter() - start) * 1000)
 
     def _completion(self, response: Any, latency_ms: float, attempt: int) -> Completion | None:
         """The completion of a 200 answer; None when the body is not a chat completion (retried)."""

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from search.backends.base import BackendError, Completion, Request
+from search.backends.base import BackendError, Completion, Request, one_line
 from search.backends.decoding import DecodeLoop, LoopStats, Row
 from search.backends.parsing import parse_assistant
 from search.batching import MicroBatcher
@@ -40,15 +40,6 @@ class BackendStats(LoopStats):
     generated_tokens: int = 0
     overflows: int = 0
     generate_s: float = 0.0  # inside the decode loop (prefill + decode)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def _failed(error: str) -> Completion:
-    return Completion(message={"role": "assistant", "content": ""}, error=error, finish_reason="error")
 
 
 class TransformersBackend:
@@ -70,7 +61,7 @@ class TransformersBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(where, **gguf)
         except Exception as e:
-            raise BackendError(f"cannot load a tokenizer from {self.name!r} ({_one_line(e)})") from None
+            raise BackendError(f"cannot load a tokenizer from {self.name!r} ({one_line(e)})") from None
         self.tokenizer.model_max_length = 1 << 40  # prompts are checked against the context budget below; no warning
         if chat_template is not None:
             self.tokenizer.chat_template = chat_template
@@ -86,7 +77,7 @@ class TransformersBackend:
                 self.model.hf_quantizer.remove_quantization_config(self.model)  # dense weights: a plain model
             self.model.to(device).eval()
         except Exception as e:
-            raise BackendError(f"cannot load a causal LM from {self.name!r} ({_one_line(e)})") from None
+            raise BackendError(f"cannot load a causal LM from {self.name!r} ({one_line(e)})") from None
         self.device = torch.device(device)
         self.max_batch = max_batch
         self.max_context = max_context or getattr(self.model.config, "max_position_embeddings", None) or 2048
@@ -137,7 +128,7 @@ class TransformersBackend:
                 self.loop.run([row for _, row in rows], self.stats)
             except Exception as e:
                 for i, _ in rows:
-                    results[i] = _failed(f"generate failed: {_one_line(e)}")
+                    results[i] = Completion.failed(f"generate failed: {one_line(e)}")
             else:
                 for i, row in rows:
                     results[i] = self._completion(row, requests[i])
@@ -158,7 +149,7 @@ class TransformersBackend:
             try:
                 ids = self.render(request)
             except Exception as e:  # e.g. the template's raise_exception on an unknown role
-                results[i] = _failed(f"chat template failed: {_one_line(e)}")
+                results[i] = Completion.failed(f"chat template failed: {one_line(e)}")
                 continue
             budget = self.max_context - params.max_new_tokens
             if len(ids) > budget:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from search.backends.base import BackendError, Completion, Request, SamplingParams
+from search.backends.base import BackendError, Completion, Request, SamplingParams, one_line
 from search.backends.parsing import parse_assistant
 from search.batching import MicroBatcher
 
@@ -46,15 +46,6 @@ class VLLMStats:
     generate_s: float = 0.0
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def _failed(error: str) -> Completion:
-    return Completion(message={"role": "assistant", "content": ""}, error=error, finish_reason="error")
-
-
 def _import_vllm() -> Any:
     # vLLM logs INFO lines to stdout by default, in every process it starts; stdout is for `--json` results.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -62,7 +53,7 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except Exception as e:  # e.g. a CUDA torchvision next to a CPU torch: `operator torchvision::nms does not exist`
-        raise BackendError(f"vLLM is installed but does not import ({_one_line(e)}); on CPU, "
+        raise BackendError(f"vLLM is installed but does not import ({one_line(e)}); on CPU, "
                            "`pip uninstall torchvision torchaudio torchcodec` (their registry builds need CUDA)") from None
     return vllm
 
@@ -91,7 +82,7 @@ class VLLMBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model))
         except Exception as e:
-            raise BackendError(f"cannot load a tokenizer from {str(model)!r} ({_one_line(e)})") from None
+            raise BackendError(f"cannot load a tokenizer from {str(model)!r} ({one_line(e)})") from None
         self.tokenizer.model_max_length = 1 << 40  # prompts are checked against the context budget below
         if not getattr(self.tokenizer, "chat_template", None):  # checked before the engine's ~25 s start
             raise BackendError(f"the tokenizer of {str(model)!r} has no chat template; the vLLM backend renders "
@@ -108,7 +99,7 @@ class VLLMBackend:
         try:
             self.llm = vllm.LLM(model=str(model), **(args | engine_args))
         except Exception as e:  # bad weights, no KV-cache room, unsupported architecture ...
-            raise BackendError(f"vLLM cannot start on {str(model)!r} ({_one_line(e)})") from None
+            raise BackendError(f"vLLM cannot start on {str(model)!r} ({one_line(e)})") from None
         engine = self.llm.llm_engine
         self.max_context = int(engine.model_config.max_model_len)
         eos = {self.tokenizer.eos_token_id, *_generation_eos(str(model), engine.model_config.hf_config)}
@@ -156,7 +147,7 @@ class VLLMBackend:
             try:
                 ids = self.render(request)
             except Exception as e:  # e.g. the template's raise_exception on an unknown role
-                results[i] = _failed(f"chat template failed: {_one_line(e)}")
+                results[i] = Completion.failed(f"chat template failed: {one_line(e)}")
                 continue
             budget = self.max_context - request.params.max_new_tokens
             if len(ids) > budget:
@@ -173,7 +164,7 @@ class VLLMBackend:
                     results[i] = completion
             except Exception as e:
                 for i, _, _ in rows:
-                    results[i] = _failed(f"vLLM generate failed: {_one_line(e)}")
+                    results[i] = Completion.failed(f"vLLM generate failed: {one_line(e)}")
         latency_ms = (time.perf_counter() - start) * 1000
         for completion in results:
             assert completion is not None
