@@ -63,8 +63,8 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
          max_new_tokens, results, sft_epochs, sft_steps, sft_loss, wise_ft, kto_steps, lr, min_reward, concurrency,
          seed, multiwoz, warehouse_path, as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests (--harvest-split) with JOSH,
-    and is fine-tuned on its golden paths (M1); the control M0' gets the same SFT steps on M0's own unfiltered
-    beam-1 rollouts of the same tasks. With --iterations K, M1 then harvests the next tasks and becomes M2
+    and is fine-tuned on its golden paths, then given --kto-steps of KTO on golden vs failed siblings (M1); the
+    control M0' gets the same SFT steps on M0's own unfiltered beam-1 rollouts of the same tasks. With --iterations K, M1 then harvests the next tasks and becomes M2
     (against M1'), and so on. Prints Average Reward and 100% Success of every model on the same test
     tasks with paired-bootstrap intervals for M_k+1 - M_k and M_k+1 - M_k', and each stage's wall time; writes
     loop.json and loop.png. Every rollout stage is a warehouse run: running the loop again resumes them.
