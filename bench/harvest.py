@@ -7,7 +7,9 @@ rule user, beam B, temperature 1.0, the same `max_new_tokens` everywhere. Compar
    same tree needs without reuse (`prefill tokens vs no reuse`). Rows keep their seeds, so both build the
    same trees (checked: per-rollout generated tokens);
 2. the batch fill: rows per generate against the live leaves of the rollouts in flight when it started
-   (`rows per generate vs live leaves`);
+   (`rows per generate vs live leaves`), with the next step's first calls requested ahead at JOSH's step
+   barrier (`search/ahead.py`, the product's schedule; such a row counts only if a turn took its answer) and,
+   side by side, the same harvest without (`ahead=False`): conversations/min, fill, and the trees checked equal;
 3. serial (`SearchConfig(serial=True)`, concurrency 1, `max_batch=1`; the reference's schedule);
 4. raw batched `generate`: the no-reuse harvest's batches replayed through plain `model.generate` (left
    padding, every row generating `max_new_tokens`), generated tokens/s against the harvest's;
@@ -45,6 +47,7 @@ import torch
 from transformers import GenerationConfig
 
 from factory.warehouse import Writer
+from search.ahead import AheadBackend
 from search.backends.base import Completion, Request
 from search.backends.decoding import Row
 from search.backends.prefix_cache import PrefixCache
@@ -141,6 +144,7 @@ class Harvest:
     backend: Any  # a RecordingBackend, or the teacher
     load: tuple[float, float] = field(default=(0.0, 0.0))  # 1-min load average at start and end
     write_sessions: int = 0  # transactions that wrote the rollouts
+    aheads: list[AheadBackend] = field(default_factory=list)  # each rollout's calls requested ahead
 
     @property
     def per_min(self) -> float:
@@ -152,12 +156,27 @@ class Harvest:
 
     @property
     def fill(self) -> float:
-        """Rows per generate over the live leaves of the rollouts in flight when it started."""
-        return sum(len(b) for b in self.backend.recorded) / max(sum(self.backend.live_leaves), 1)
+        """Rows per generate over the live leaves of the rollouts in flight when it started; a row requested
+        ahead counts only if a turn took its answer."""
+        wasted = {id(r) for a in self.aheads for r in a.dropped}
+        rows = sum(id(r) not in wasted for b in self.backend.recorded for r in b)
+        return rows / max(sum(self.backend.live_leaves), 1)
+
+    @property
+    def wasted_rows(self) -> int:
+        """Rows generated for calls requested ahead that no turn took."""
+        wasted = {id(r) for a in self.aheads for r in a.dropped}
+        return sum(id(r) in wasted for b in self.backend.recorded for r in b)
+
+    def ahead_line(self) -> str:
+        requested, used = sum(a.requested for a in self.aheads), sum(a.used for a in self.aheads)
+        return (f"{self.label}: {requested} first calls requested ahead at the step barrier, {used} taken by a turn "
+                f"({used / max(requested, 1):.0%}); {self.wasted_rows} generated rows of the guesses that did not "
+                f"come true")
 
 
 def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: SearchConfig, concurrency: int,
-            *, grouped: bool = True) -> Harvest:
+            *, grouped: bool = True, ahead: bool = True) -> Harvest:
     """Run one rollout per task into a fresh temporary warehouse; time tools and writes. Writes go as the
     product's (`Writer.grouped`: a writer thread commits every ready group in one transaction; write time is
     that thread's busy time) or, with `grouped=False`, as before: one session and transaction per rollout."""
@@ -165,6 +184,7 @@ def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: S
     env.call_many = timed(ToolEnv.call_many.__get__(env), tool_clock)  # ToolRunner binds it at construction
     tools = ToolRunner(env)
     rollouts: list[dict[str, Any]] = []
+    aheads: list[AheadBackend] = []
     in_flight = getattr(backend, "in_flight", set())
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, Writer(Path(tmp) / "bench.duckdb", f"bench/harvest.py {label}") as w:
@@ -179,12 +199,14 @@ def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: S
             async def run() -> RolloutResult:
                 user = RuleUser(task.goal, branch_seed(config.seed, task.task_id, 0, -2))
                 rollout = Rollout(task, backend, user, tools, config, rollout_id=f"{label}/{task.task_id}/0",
-                                  run_id=label)
+                                  run_id=label, ahead=ahead)
                 in_flight.add(rollout)
                 try:
                     return await rollout.run()
                 finally:
                     in_flight.discard(rollout)
+                    if rollout.ahead is not None:
+                        aheads.append(rollout.ahead)
             return run
 
         start = time.perf_counter()
@@ -197,7 +219,7 @@ def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: S
         wall = time.perf_counter() - start
     del env.call_many
     return Harvest(label, wall, rollouts, tool_clock[0], write_clock[0], backend, (load_start, os.getloadavg()[0]),
-                   group.sessions if group else len(rollouts))
+                   group.sessions if group else len(rollouts), aheads)
 
 
 @dataclass
@@ -284,6 +306,11 @@ def load(model: Path, batch: int, *, reuse: bool = True,
     backend.loop.prefix_cache.clear()
     backend.stats = BackendStats()
     return backend
+
+
+def same_trees(a: Harvest, b: Harvest) -> bool:
+    shape = lambda h: {r["task_id"]: (r["n_nodes"], r["completion_tokens"], r["reward"]) for r in h.rollouts}  # noqa: E731
+    return shape(a) == shape(b)
 
 
 def describe(h: Harvest) -> str:
@@ -389,9 +416,11 @@ def main() -> None:
     plain = harvest("no reuse", env, tasks, load(model, batch, reuse=False, teacher=teacher), config,
                     args.concurrency)
     print(describe(plain), flush=True)
-    same = {r["task_id"]: r["completion_tokens"] for r in reuse.rollouts} == \
-        {r["task_id"]: r["completion_tokens"] for r in plain.rollouts}
-    print(f"per-rollout generated tokens equal with and without reuse (per-row seeds): {same}")
+    print(f"per-rollout generated tokens equal with and without reuse (per-row seeds): {same_trees(reuse, plain)}")
+    flat = harvest("no ahead", env, tasks, load(model, batch, teacher=teacher), config, args.concurrency, ahead=False)
+    print(describe(flat), flush=True)
+    print(f"the same trees with and without calls requested ahead (nodes, generated tokens, reward per rollout): "
+          f"{same_trees(reuse, flat)}")
     serial = None
     if not args.skip_serial:
         serial = harvest("serial", env, tasks, load(model, 1, reuse=False, teacher=teacher),
@@ -417,7 +446,9 @@ def main() -> None:
     rows = [("conversations/min with reuse", f"{reuse.per_min:.1f}", "", ""),
             ("conversations/min without reuse", f"{plain.per_min:.1f}", "", ""),
             ("with / without reuse", f"{speedup:.2f}x", f">= {TARGET_REUSE_SPEEDUP}x",
-             verdict[speedup >= TARGET_REUSE_SPEEDUP])]
+             verdict[speedup >= TARGET_REUSE_SPEEDUP]),
+            ("conversations/min, nothing ahead", f"{flat.per_min:.1f}", "", ""),
+            ("with / without requests ahead", f"{reuse.per_min / flat.per_min:.2f}x", "", "")]
     if serial is not None:
         ratio = reuse.per_min / serial.per_min
         rows += [("serial conversations/min", f"{serial.per_min:.1f}", "", ""),
@@ -432,16 +463,16 @@ def main() -> None:
     print(f"\n{'measure':<34}{'value':>22}{'target':>10}{'':>8}")
     for name, value, target, ok in rows:
         print(f"{name:<34}{value:>22}{target:>10}{ok:>8}")
-    print(f"\n{load_average([reuse, plain])}")
+    print(f"\n{load_average([reuse, plain, flat])}")
     # The three lines scripts read (keep these words).
     print(f"prefill tokens vs no reuse: {prefill:.0%} ({stats.prefill_tokens} of {stats.prompt_tokens}; target "
           f"<= {TARGET_PREFILL:.0%}: {verdict[prefill <= TARGET_PREFILL]})")
     print(f"rows per generate vs live leaves: {reuse.fill:.0%} (target >= {TARGET_FILL:.0%}: "
-          f"{verdict[reuse.fill >= TARGET_FILL]})")
-    barrier = sum(reuse.backend.at_barrier) / max(sum(reuse.backend.live_leaves), 1)
-    print(f"    of the live leaves at a batch's start {barrier:.0%} had ended this step's agent turn (JOSH's step "
-          f"barrier: waiting for siblings still in theirs); rows per generate vs the leaves that could be in it: "
-          f"{reuse.fill / max(1 - barrier, 1e-9):.0%}")
+          f"{verdict[reuse.fill >= TARGET_FILL]}; rows requested ahead count only when a turn took them)")
+    print(f"    {reuse.ahead_line()}")
+    barrier = sum(flat.backend.at_barrier) / max(sum(flat.backend.live_leaves), 1)
+    print(f"    without requests ahead: {flat.fill:.0%}; of the live leaves at a batch's start {barrier:.0%} had "
+          f"ended this step's agent turn (JOSH's step barrier: waiting for siblings still in theirs)")
     print(f"write share: {write_share:.0%} ({reuse.write_s:.2f} s of {reuse.wall_s:.1f} s, the writer thread, "
           f"{reuse.write_sessions} sessions for {len(reuse.rollouts)} rollouts; target <= "
           f"{TARGET_OVERHEAD_SHARE:.0%}: {verdict[write_share <= TARGET_OVERHEAD_SHARE]})")

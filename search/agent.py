@@ -181,10 +181,7 @@ async def agent_turn(backend: Backend, protocol: Protocol, history: Sequence[Mes
     turn = Turn()
     tools = protocol.request_tools()
     for call_index in range(max_calls):
-        seed = None if params.seed is None else params.seed + call_index
-        request = Request([_wire(m) for m in [*history, *turn.messages]], tools,
-                          SamplingParams(params.temperature, params.top_p, params.max_new_tokens, seed))
-        completion = await backend.complete(request)
+        completion = await backend.complete(model_request([*history, *turn.messages], tools, params, call_index))
         turn.prompt_tokens += completion.prompt_tokens
         turn.completion_tokens += completion.completion_tokens
         if completion.error:
@@ -197,6 +194,14 @@ async def agent_turn(backend: Backend, protocol: Protocol, history: Sequence[Mes
             return turn
     turn.end = "max_calls"
     return turn
+
+
+def model_request(messages: Sequence[Message], tools: Sequence[dict[str, Any]] | None, params: SamplingParams,
+                  call_index: int = 0) -> Request:
+    """The request of a turn's `call_index`-th model call (each call of a turn has its own seed)."""
+    seed = None if params.seed is None else params.seed + call_index
+    return Request([_wire(m) for m in messages], tools,
+                   SamplingParams(params.temperature, params.top_p, params.max_new_tokens, seed))
 
 
 def _wire(message: Message) -> Message:

@@ -46,7 +46,10 @@ class MicroBatcher(Generic[In, Out]):
     async def _drain(self) -> None:
         while self._pending:
             await self._settle()
+            self._pending = [(item, future) for item, future in self._pending if not future.cancelled()]
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            if not batch:
+                continue
             items = [item for item, _ in batch]
             try:
                 if self.in_thread:

@@ -10,6 +10,8 @@ user's reply that followed it; the root holds the system prompt and the user's o
 4. user turn for every live leaf; `END_CONVERSATION` ends a leaf.
 Stops when every goal is done (unless `finish_dialogue`), no leaf is live, or after `max_steps`.
 An evaluation is the same engine at beam 1 with `finish_dialogue`.
+While a leaf waits at step 2 for its siblings, the first model call of its next-step children is requested
+ahead (`search/ahead.py`): a schedule only, the tree and its rows are the same without it (`ahead=False`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Protocol as TypingProtocol
 
-from search.agent import PROTOCOLS, RunTools, Turn, agent_turn
+from search.agent import PROTOCOLS, RunTools, Turn, agent_turn, model_request
+from search.ahead import AheadBackend
 from search.backends.base import Backend, Message, SamplingParams
 from toolwoz.clock import utc_now
 from toolwoz.rewards import Goal, goals_met
@@ -152,8 +155,15 @@ class Rollout:
     """One JOSH search (or, at beam 1, one conversation) over one task."""
 
     def __init__(self, task: Task, agent: Backend, user: User, run_tools: RunTools, config: SearchConfig,
-                 *, rollout_id: str, run_id: str, sample: int = 0):
-        self.task, self.agent, self.user, self.run_tools, self.cfg = task, agent, user, run_tools, config
+                 *, rollout_id: str, run_id: str, sample: int = 0, ahead: bool = True):
+        self.task, self.user, self.run_tools, self.cfg = task, user, run_tools, config
+        batched = getattr(agent, "batched", False)  # a backend that answers at once has no batch to fill
+        self.ahead = AheadBackend(agent) if ahead and batched and config.beam > 1 and not config.serial else None
+        self.agent: Backend = self.ahead or agent
+        self._step_leaves: list[Node] = []  # this step's new leaves, in tree order
+        self._turns_running = 0  # of those, leaves still in their agent turn
+        self._collapsing = False  # a leaf of this step met a goal: the tree collapses after it
+        self._replies: dict[int, str] = {}  # node id -> the user's reply, computed for a request ahead
         self.protocol = PROTOCOLS[config.protocol]()
         self.rollout_id, self.run_id, self.sample = rollout_id, run_id, sample
         self.nodes: list[Node] = []
@@ -164,21 +174,28 @@ class Rollout:
 
     def _new_node(self, parent: Node | None, step: int) -> Node:
         node_id = len(self.nodes)
-        seed_id = node_id if self.cfg.seed_policy == "distinct" else 0
-        node = Node(node_id, parent, step, branch_seed(self.cfg.seed, self.task.task_id, self.sample, seed_id))
+        node = Node(node_id, parent, step, self._seed(node_id))
         if parent is not None:
             parent.children.append(node)
         self.nodes.append(node)
         return node
 
+    def _seed(self, node_id: int) -> int:
+        seed_id = node_id if self.cfg.seed_policy == "distinct" else 0
+        return branch_seed(self.cfg.seed, self.task.task_id, self.sample, seed_id)
+
+    def _params(self, seed: int | None) -> SamplingParams:
+        return SamplingParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_new_tokens, seed)
+
     def live_leaves(self) -> list[Node]:
         return [n for n in self.nodes if not n.children and not n.ended]
 
     async def _user_turn(self, node: Node) -> None:
-        visible = self.protocol.visible(node.history())
         try:
-            reply = self.user.reply(visible)
-            text = await reply if asyncio.iscoroutine(reply) else reply
+            text = self._replies.pop(node.node_id, None)
+            if text is None:
+                reply = self.user.reply(self.protocol.visible(node.history()))
+                text = await reply if asyncio.iscoroutine(reply) else reply
         except Exception as e:  # a failing user simulator ends this branch; the error is kept
             node.end("error", f"user simulator: {type(e).__name__}: {e}")
             return
@@ -188,15 +205,45 @@ class Rollout:
             node.end("user_ended")
 
     async def _agent_turn(self, node: Node) -> None:
-        params = SamplingParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_new_tokens, node.seed)
         turn = await agent_turn(self.agent, self.protocol, node.parent.history() if node.parent else [],
                                 task_id=self.task.task_id, semantics=self.cfg.semantics, results=self.cfg.results,
-                                run_tools=self.run_tools, params=params, max_calls=self.cfg.max_calls_per_turn)
+                                run_tools=self.run_tools, params=self._params(node.seed),
+                                max_calls=self.cfg.max_calls_per_turn)
         node.turn = turn
         node.messages.extend(turn.messages)
         node.stats.extend(turn.stats)
         if turn.end in ("error", "context_overflow"):
             node.end(turn.end, turn.error)
+        self._turns_running -= 1
+        if self.ahead is not None:
+            self._request_ahead(node)
+
+    def _request_ahead(self, node: Node) -> None:
+        """While siblings are still in their turns, request the first model call of `node`'s next-step
+        children as they will be if no leaf of this step ends or meets a goal (see `search/ahead.py`)."""
+        if self._collapsing or node.ended or not self._turns_running or self.steps >= self.cfg.max_steps:
+            return
+        if node.turn.calls and goals_met(self.task, node.turn.calls, self.open_goals):
+            self._collapsing = True  # only the target's children will exist: no guess can come true
+            self.ahead.drop()
+            return
+        try:
+            reply = self.user.reply(self.protocol.visible(node.history()))
+        except Exception:  # the real user turn meets it again and records it
+            return
+        if not isinstance(reply, str):  # an LLM user: a guess would cost its calls
+            if asyncio.iscoroutine(reply):
+                reply.close()
+            return
+        self._replies[node.node_id] = reply
+        if END_CONVERSATION in reply:
+            return
+        history = [*node.history(), {"role": "user", "content": reply}]
+        width = 2 if 2 * len(self._step_leaves) <= self.cfg.beam else 1
+        first = len(self.nodes) + self._step_leaves.index(node) * width
+        for node_id in range(first, first + width):
+            request = model_request(history, self.protocol.request_tools(), self._params(self._seed(node_id)))
+            self.ahead.request(request, self.steps + 1)
 
     async def _each(self, step: Any, nodes: list[Node]) -> None:
         """Run `step` for every node: all at once (batched by the backend), or one by one (`serial`)."""
@@ -253,7 +300,11 @@ class Rollout:
             self.steps += 1
             width = 2 if 2 * len(live) <= self.cfg.beam else 1
             children = [self._new_node(leaf, self.steps) for leaf in live for _ in range(width)]
+            self._step_leaves, self._turns_running, self._collapsing = children, len(children), False
+            self._replies = {}
             await self._each(self._agent_turn, children)
+            if self.ahead is not None:
+                self.ahead.drop(keep_sent_for=self.steps + 1)
             self._collapse(children)
             if not self.open_goals and not self.cfg.finish_dialogue:
                 for leaf in self.live_leaves():
@@ -262,6 +313,8 @@ class Rollout:
             await self._each(self._user_turn, self.live_leaves())
         for leaf in self.live_leaves():
             leaf.end("max_steps")
+        if self.ahead is not None:
+            self.ahead.drop()
         return self._result(started, end_reason)
 
     def _result(self, started: datetime, end_reason: str) -> RolloutResult:
@@ -313,4 +366,7 @@ async def run_rollout(task: Task, agent: Backend, user: User, run_tools: RunTool
         result = rollout._result(utc_now(), "error")
         result.rollout.update(status="failed", error=f"{type(e).__name__}: {e}")
         return result
+    finally:
+        if rollout.ahead is not None:
+            rollout.ahead.drop()
 

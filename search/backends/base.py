@@ -69,6 +69,8 @@ class Backend(Protocol):
     """What the runner needs from a backend."""
 
     name: str  # recorded on the run: a model path / Hub id, `openai:MODEL@URL`, or `teacher`
+    # Optional `batched = True`: concurrent requests share batches (a local model's, a server's), so JOSH asks
+    # for calls ahead of its step barrier (search/ahead.py); a backend that answers at once has no use for it.
 
     async def complete(self, request: Request) -> Completion:
         """Answer one request; concurrent calls may be batched together by the backend."""

@@ -82,6 +82,8 @@ def wire_message(message: Message) -> Message:
 class OpenAIBackend:
     """POST /chat/completions at `base_url` (e.g. `http://127.0.0.1:8000/v1`)."""
 
+    batched = True  # concurrent requests share batches: JOSH requests calls ahead (search/ahead.py)
+
     def __init__(self, model: str, base_url: str, *, api_key_env: str | None = "OPENAI_API_KEY",
                  concurrency: int = 8, timeout_s: float = 60, retries: int = 3, backoff_s: float = 0.5,
                  extra_body: dict[str, Any] | None = None):

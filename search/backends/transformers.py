@@ -53,6 +53,8 @@ class TransformersBackend:
     prefilled in full).
     """
 
+    batched = True  # concurrent requests share batches: JOSH requests calls ahead (search/ahead.py)
+
     def __init__(self, model: str | os.PathLike, *, device: str = "auto", dtype: str | torch.dtype = "auto",
                  max_batch: int = 16, max_context: int | None = None, prefix_cache_tokens: int | None = None,
                  chat_template: str | None = None):

@@ -72,6 +72,8 @@ def _generation_eos(model: str, hf_config: Any) -> list[int]:
 class VLLMBackend:
     """A local folder or Hub id served by vLLM's offline engine (one engine per process)."""
 
+    batched = True  # concurrent requests share batches: JOSH requests calls ahead (search/ahead.py)
+
     def __init__(self, model: str | os.PathLike, *, max_batch: int = 128, max_context: int | None = None,
                  dtype: str = "auto", enable_prefix_caching: bool = True, **engine_args: Any):
         self.name = f"vllm:{model}"
