@@ -158,8 +158,7 @@ class Harvest:
     def fill(self) -> float:
         """Rows per generate over the live leaves of the rollouts in flight when it started; a row requested
         ahead counts only if a turn took its answer."""
-        wasted = {id(r) for a in self.aheads for r in a.dropped}
-        rows = sum(id(r) not in wasted for b in self.backend.recorded for r in b)
+        rows = sum(len(b) for b in self.backend.recorded) - self.wasted_rows
         return rows / max(sum(self.backend.live_leaves), 1)
 
     @property

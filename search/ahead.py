@@ -5,9 +5,9 @@ this step's calls, and the next step's node ids (hence seeds) depend on how many
 waits, `search.josh.Rollout` asks for the first model call of that leaf's children of the next step as they
 will be when nothing of this step ends or is rewarded: the same history, the user's reply (a rule user is a
 pure function of the conversation) and the seeds those children will get. That call then rides in the batch
-of the rollout's next call (a sibling's, after its tool results) instead of a later, emptier one. A row's answer depends only on its
-(prompt, seed, params), so an answer taken from here is the one the backend would have given when asked
-later; a guess that does not come true (a branch was rewarded or ended) is cancelled, and what it computed
+of the rollout's next call (a sibling's, after its tool results) instead of a later, emptier one. A row's
+answer depends only on its (prompt, seed, params), so an answer taken from here is the one the backend would
+have given when asked later; a guess that does not come true (a branch was rewarded or ended) is cancelled, and what it computed
 before that is the price. Only for backends that batch (`batched = True`: transformers, vLLM, an
 OpenAI-compatible server) and a user that answers at once (the rule user; an LLM user is never guessed).
 """
@@ -71,7 +71,7 @@ class AheadBackend:
                 if guess.answer is None:
                     continue
                 if not guess.answer.done():
-                    guess.answer.cancel()  # not in a batch yet: it never runs
+                    guess.answer.cancel()  # the batcher skips it unless a running batch already holds it
                 elif not guess.answer.cancelled():
                     guess.answer.exception()  # retrieved: a failed guess is nobody's error
 

@@ -10,8 +10,8 @@ user's reply that followed it; the root holds the system prompt and the user's o
 4. user turn for every live leaf; `END_CONVERSATION` ends a leaf.
 Stops when every goal is done (unless `finish_dialogue`), no leaf is live, or after `max_steps`.
 An evaluation is the same engine at beam 1 with `finish_dialogue`.
-While a leaf waits at step 2 for its siblings, the first model call of its next-step children is requested
-ahead (`search/ahead.py`): a schedule only, the tree and its rows are the same without it (`ahead=False`).
+While a leaf that has ended its agent turn (2.) waits for its siblings, the first model call of its next-step
+children is requested ahead (`search/ahead.py`): a schedule only, the tree and its rows are the same without it (`ahead=False`).
 """
 
 from __future__ import annotations
@@ -281,6 +281,13 @@ class Rollout:
                 leaf.end("pruned")
 
     async def run(self) -> RolloutResult:
+        try:
+            return await self._search()
+        finally:
+            if self.ahead is not None:
+                self.ahead.drop()  # guesses still waiting or queued, also when the search failed
+
+    async def _search(self) -> RolloutResult:
         started = utc_now()
         root = self._new_node(None, 0)
         root.messages.append({"role": "system", "content": self.protocol.system_prompt()})
@@ -313,8 +320,6 @@ class Rollout:
             await self._each(self._user_turn, self.live_leaves())
         for leaf in self.live_leaves():
             leaf.end("max_steps")
-        if self.ahead is not None:
-            self.ahead.drop()
         return self._result(started, end_reason)
 
     def _result(self, started: datetime, end_reason: str) -> RolloutResult:
@@ -366,7 +371,4 @@ async def run_rollout(task: Task, agent: Backend, user: User, run_tools: RunTool
         result = rollout._result(utc_now(), "error")
         result.rollout.update(status="failed", error=f"{type(e).__name__}: {e}")
         return result
-    finally:
-        if rollout.ahead is not None:
-            rollout.ahead.drop()
 

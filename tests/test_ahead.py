@@ -1,7 +1,7 @@
 """Calls requested ahead at JOSH's step barrier (`search/ahead.py`) change the schedule, never the tree.
 
 Each harvest runs twice, with `ahead=True` (the product) and `ahead=False`, and every row of every table
-must be equal (timings aside): over random scripted agents (hypothesis), and with the tiny model through the
+must be equal (timings aside): over random scripted agents (hypothesis), and with the shipped M0 through the
 real transformers backend, where the guesses must also have been requested and taken.
 """
 
@@ -35,10 +35,8 @@ class BatchedCoinAgent:
     def __init__(self, oracle: list[tuple[str, dict]], p: float, beam: int):
         self.oracle, self.p = oracle, p
         self.batcher = MicroBatcher(self._answer_all, max_batch=max_batch(4, beam), in_thread=False)
-        self.rows = 0
 
     def _answer_all(self, requests: list[Request]) -> list[Completion]:
-        self.rows += len(requests)
         return [self._answer(r) for r in requests]
 
     def _answer(self, request: Request) -> Completion:
@@ -66,7 +64,8 @@ def rows(results: list[RolloutResult]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def harvest(env, tasks, make_agent, config: SearchConfig, ahead: bool) -> tuple[dict[str, list], Any, list]:
+def harvest(env, tasks, make_agent, config: SearchConfig, ahead: bool) -> tuple[dict[str, list], list[Rollout]]:
+    """Every row of one harvest of `tasks` (timings aside), and its rollouts."""
     agent = make_agent()
     results: list[RolloutResult] = []
     rollouts = []
@@ -79,7 +78,7 @@ def harvest(env, tasks, make_agent, config: SearchConfig, ahead: bool) -> tuple[
 
     jobs = [lambda t=t: one(t) for t in tasks]
     asyncio.run(run_all(jobs, concurrency=len(tasks), on_result=results.append))
-    return rows(results), agent, rollouts
+    return rows(results), rollouts
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -89,8 +88,8 @@ def test_requests_ahead_leave_every_row_as_it_was(env, beam, p, seed, first):
     tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[first:first + 3]
     oracle = [(c.name, c.normalised) for t in tasks for c in fixed_oracle_calls(env, t) if c.ok]
     config = SearchConfig(beam=beam, max_steps=6, seed=seed)
-    with_ahead, _, rollouts = harvest(env, tasks, lambda: BatchedCoinAgent(oracle, p, beam), config, True)
-    without, _, _ = harvest(env, tasks, lambda: BatchedCoinAgent(oracle, p, beam), config, False)
+    with_ahead, rollouts = harvest(env, tasks, lambda: BatchedCoinAgent(oracle, p, beam), config, True)
+    without, _ = harvest(env, tasks, lambda: BatchedCoinAgent(oracle, p, beam), config, False)
     assert with_ahead == without
     for r in rollouts:
         assert r.ahead.used <= r.ahead.requested and not r.ahead._ahead  # nothing left running
@@ -106,8 +105,8 @@ def test_requests_ahead_with_the_shipped_m0_are_taken_and_change_nothing(env):
     tasks = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[:4]
     config = SearchConfig(beam=4, max_steps=4, max_new_tokens=48, results="compact")
     make = lambda: TransformersBackend(str(SHIPPED), device="cpu", max_batch=16)  # noqa: E731
-    with_ahead, _, rollouts = harvest(env, tasks, make, config, True)
-    without, _, _ = harvest(env, tasks, make, config, False)
+    with_ahead, rollouts = harvest(env, tasks, make, config, True)
+    without, _ = harvest(env, tasks, make, config, False)
     assert with_ahead == without
     requested, used = sum(r.ahead.requested for r in rollouts), sum(r.ahead.used for r in rollouts)
     assert requested > 0 and used > 0, (requested, used)
