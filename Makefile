@@ -22,7 +22,7 @@ demo: install
 	$(VENV)/bin/factory loop -w $(WAREHOUSE)
 	@echo "factory is installed in $(VENV)/bin: run 'source $(VENV)/bin/activate' to use the README's commands"
 
-# A small real warehouse to commit and query right after install (README "Example warehouse").
+# A small real warehouse to commit and query right after install (docs/warehouse.md, "The example warehouse").
 EXAMPLE ?= warehouse.duckdb.example
 BUILT = $(EXAMPLE).build
 example: install
@@ -36,9 +36,12 @@ example: install
 # the default agent ($FACTORY_HOME/models/tiny-toolwoz) on the first 4 of those tasks, kept short for CPU
 # (a teacher turn is at most ~60 tokens in its tokenizer, so 96 new tokens never cut a well-formed call)
 	$(VENV)/bin/factory harvest --split val_harvest --limit 4 --beam 4 --max-steps 4 --max-new-tokens 96 -w $(BUILT)
+# τ-bench retail: the oracle agent at temperature 1 (it perturbs arguments and order), so branches write different rows
+	$(VENV)/bin/factory harvest --env retail --agent oracle --split dev --limit 6 --beam 4 --temperature 1.0 -w $(BUILT)
 # shareable: no folder of this machine in the file (the text $FACTORY_HOME stands for the models' home) ...
 	$(VENV)/bin/factory sql --write -w $(BUILT) -p home "$(FACTORY_HOME_DIR)" -f sql/maintenance/portable_runs.sql
 	$(VENV)/bin/factory sql --write -w $(BUILT) -f sql/maintenance/portable_build_info.sql
+	$(VENV)/bin/factory sql --write -w $(BUILT) -f sql/maintenance/portable_taubench_source.sql
 # ... copied into a fresh file, so no replaced value lingers in a freed block (and the file is smaller)
 	rm -f $(EXAMPLE) $(EXAMPLE).wal $(EXAMPLE).lock
 	$(VENV)/bin/python -c 'import duckdb, sys; c = duckdb.connect(); c.execute(f"ATTACH {sys.argv[1]!r} AS built (READ_ONLY)"); c.execute(f"ATTACH {sys.argv[2]!r} AS fresh"); c.execute("COPY FROM DATABASE built TO fresh")' $(BUILT) $(EXAMPLE)

@@ -55,6 +55,7 @@ from search.backends.teacher import TeacherBackend
 from search.backends.transformers import BackendStats, TransformersBackend
 from search.josh import HARVEST, Rollout, RolloutResult, SearchConfig, branch_seed
 from search.runner import ToolRunner, max_batch, run_all
+from toolwoz.environment import ToolWOZ
 from toolwoz import multiwoz, tables
 from toolwoz.tasks import Task
 from toolwoz.tools import ToolEnv
@@ -181,7 +182,7 @@ def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: S
     that thread's busy time) or, with `grouped=False`, as before: one session and transaction per rollout."""
     tool_clock, write_clock = [0.0], [0.0]
     env.call_many = timed(ToolEnv.call_many.__get__(env), tool_clock)  # ToolRunner binds it at construction
-    tools = ToolRunner(env)
+    tools = ToolRunner(ToolWOZ(env))
     rollouts: list[dict[str, Any]] = []
     aheads: list[AheadBackend] = []
     in_flight = getattr(backend, "in_flight", set())

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's screenshots: `factory show --html` and `factory report` on the example warehouse, rendered by
-# headless Chromium (Debian's `chromium`), then reduced to 256 colours so each PNG stays small.
+# The screenshots of docs/warehouse.md: `factory show --html` and `factory report` on the example warehouse,
+# rendered by headless Chromium (Debian's `chromium`), then reduced to 256 colours so each PNG stays small.
 #   bash docs/screenshots.sh            (FACTORY=... to use another console script, e.g. `.venv/bin/factory`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,8 +8,8 @@ FACTORY=${FACTORY:-factory}
 PYTHON=${PYTHON:-python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-$FACTORY show -w warehouse.duckdb.example harvest-fc4f2568d1/MUL0016.json/0 --html "$tmp/tree.html"
-$FACTORY report -w warehouse.duckdb.example harvest-fc4f2568d1 harvest-e257e08a88 eval-07b3b3198d --out "$tmp/report"
+$FACTORY show -w warehouse.duckdb.example harvest-e5961ad826/MUL0016.json/0 --html "$tmp/tree.html"
+$FACTORY report -w warehouse.duckdb.example harvest-e5961ad826 harvest-849e68576c eval-86130c73c5 --out "$tmp/report"
 shot() {  # page, png, width, height
   chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
     --disable-component-update --disable-sync --hide-scrollbars --virtual-time-budget=3000 \

@@ -12,11 +12,13 @@ import duckdb
 from factory import __version__
 from factory.errors import STOP_SIGNALS, CommandError, FactoryError, stop_requested
 from search.backends.base import BackendError
+from taubench.errors import TaubenchError
 from toolwoz.errors import ToolwozError
 from train.recipes import TrainInputError
 
 # command name -> "module:attribute"; each command lives in factory/commands/<name>.py
 COMMANDS = {
+    "env": "factory.commands.env:env_command",
     "toolwoz": "factory.commands.toolwoz:toolwoz",
     "model": "factory.commands.model:model",
     "eval": "factory.commands.eval:eval_command",
@@ -32,7 +34,7 @@ COMMANDS = {
 
 
 # The other packages' error roots: each says what to change (a split, a model, the training data), so exit 2.
-USER_ERRORS = (ToolwozError, TrainInputError, BackendError)
+USER_ERRORS = (ToolwozError, TaubenchError, TrainInputError, BackendError)
 
 
 def _debug(ctx: click.Context) -> bool:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import sql
-from factory import __version__
+from factory import __version__, staging
 from factory.errors import FactoryError, UserError, first_line
 from factory.warehouse import run_query
 
@@ -128,12 +126,15 @@ def export_view(con: duckdb.DuckDBPyConnection, view_or_query: str, out_dir: str
     """Run a view (its parameters set as DuckDB variables) and write its rows as Parquet shards of at most
     `shard_rows` rows plus a `README.md` dataset card into `out_dir`.
 
-    The rows stream through Arrow record batches into a temporary sibling folder that replaces `out_dir`'s
-    `README.md` and `data/` only when everything is written, so a failure leaves `out_dir` as it was.
+    The rows stream through Arrow record batches into a staging folder beside `out_dir` (`.NAME.export-*`) that
+    takes its place in one step once the shards and the card are written (`factory.staging.replacing`; `out_dir`'s
+    files other than its card and shards carried over), so a failure or a kill leaves `out_dir` as it was or
+    whole, never a card beside part of the shards; staging folders a killed export left are deleted first.
     `on_rows(rows, shards)` is called after every batch. Raises UserError for an unknown view, a bad query,
     an empty result or a non-empty `out_dir` without `force`.
     """
     out = Path(out_dir)
+    staging.clean(out)
     check_out_dir(out, force)
     source = resolve(view_or_query)
     if not source.view:
@@ -146,9 +147,7 @@ def export_view(con: duckdb.DuckDBPyConnection, view_or_query: str, out_dir: str
     read = selected + ["run_id"] if "run_id" in names and "run_id" not in selected else selected
     query = f"SELECT {', '.join(_quote(c) for c in read)} FROM (\n{source.query}\n) AS q"
     exported_at = datetime.now(UTC)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
-    try:
+    with staging.replacing(out, keep_from_old=_not_written_by_export) as tmp:
         stats = _write_shards(con, query, selected, tmp / "data", split_name, shard_rows, on_rows,
                               user_query=not source.view)
         if stats.rows == 0:
@@ -162,10 +161,8 @@ def export_view(con: duckdb.DuckDBPyConnection, view_or_query: str, out_dir: str
                           label_counts=stats.label_counts)
         card = dataset_card(source, stats, info, runs, params, exported_at, repo_id)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        info.shards = _move_into(tmp, out)
-        return info
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    info.shards = [out / "data" / p.name for p in stats.shards]
+    return info
 
 
 def _select_columns(names: list[str], columns: str) -> list[str]:
@@ -264,16 +261,9 @@ def _runs(con: duckdb.DuckDBPyConnection, run_ids: list[str] | None) -> list[dic
     return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
-def _move_into(tmp: Path, out: Path) -> list[Path]:
-    """Replace `out`'s card and the shards an earlier export wrote by the fresh ones; every other file stays."""
-    data = out / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for old in data.glob("*.parquet"):
-        if SHARD.fullmatch(old.name):
-            old.unlink()
-    shards = [shard.rename(data / shard.name) for shard in sorted((tmp / "data").iterdir())]
-    (tmp / "README.md").replace(out / "README.md")
-    return shards
+def _not_written_by_export(rel: Path) -> bool:
+    """Is this file of an earlier export's folder someone else's (kept by --force), not its card or a shard?"""
+    return rel != Path("README.md") and not (rel.parent == Path("data") and SHARD.fullmatch(rel.name))
 
 
 # -- the dataset card ---------------------------------------------------------------------------------------

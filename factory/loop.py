@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 
 from factory import default_model, rollouts
-from factory.errors import UserError
+from factory.errors import FactoryError, UserError
 from factory.output import err
 from factory.training import FACTORY_JSON, TrainJob, resolve_model, train_model
 from search.josh import EVALUATION, HARVEST, SearchConfig
@@ -46,7 +46,7 @@ LOOP_HARVEST = dataclasses.replace(HARVEST, temperature=0.7)
 @dataclass(frozen=True)
 class LoopConfig:
     """The loop's sizes and settings (`factory loop` flags). The defaults were chosen on a dev set, never on `test`:
-    the val_harvest tasks 200-395, which the default (synth) harvest never touches (README, "The self-training loop")."""
+    the val_harvest tasks 200-395, which the default (synth) harvest never touches (docs/loop.md)."""
 
     out: Path  # models M1, M0', ... and loop.json
     model: str | None = None  # M0; None = the default model (bootstrapped on first use)
@@ -55,6 +55,7 @@ class LoopConfig:
     harvest_tasks: int = 600  # harvest tasks per iteration (iteration k: tasks k*H .. (k+1)*H-1)
     # synth (2000 goals sampled from the databases) has room for 3 iterations of 600; val_harvest has 396 tasks.
     harvest_split: str = "synth"
+    env: str = "toolwoz"  # `--env`: ToolWOZ, or τ-bench's retail (harvests its `train` split)
     beam: int = LOOP_HARVEST.beam
     temperature: float = LOOP_HARVEST.temperature  # harvest and control sampling
     max_steps: int = LOOP_HARVEST.max_steps
@@ -106,7 +107,8 @@ def _folder(name: str) -> str:
     return name.lower().replace("'", "-control")
 
 
-def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, console: Console) -> LoopResult:
+def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, console: Console,
+             taubench_path: str | None = None) -> LoopResult:
     """Run (or resume) every stage; returns the result and writes `cfg.out / loop.json` and `loop.png`."""
     result = LoopResult(config={k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()})
 
@@ -120,9 +122,14 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
     def rollout_run(kind: str, agent: str, search: SearchConfig, split: str, limit: int | None,
                     task_ids: list[str] | None = None, name: str | None = None) -> str:
         settings = rollouts.build_settings(kind, agent, search, split=split, limit=limit, task_ids=task_ids,
-                                           concurrency=cfg.concurrency)
+                                           concurrency=cfg.concurrency, env=cfg.env)
         report = rollouts.execute(settings, warehouse_path, run_name=name, multiwoz_path=multiwoz_path,
-                                  console=console)
+                                  console=console, taubench_path=taubench_path)
+        # A stage with failed rollouts would train on or score an incomplete run: stop (exit 1); the loop run
+        # again retries them and goes on.
+        failed = rollouts.run_summary(f"{kind}_summary", warehouse_path, report.run_id)["failed"]
+        if failed:
+            raise FactoryError(f"run {report.run_id}: {rollouts.failed_message(failed)}")
         return report.run_id
 
     m0 = stage("bootstrap M0", lambda: _ensure_m0(cfg.model, warehouse_path, multiwoz_path))
@@ -174,7 +181,7 @@ def _harvest_slices(cfg: LoopConfig, warehouse_path: str) -> list[list[str] | No
     """The harvest split's task ids of each iteration (None for iteration 0: the first H tasks, as --limit H)."""
     if cfg.iterations == 1:
         return [None]
-    ids = rollouts.split_task_ids(warehouse_path, cfg.harvest_split)
+    ids = rollouts.split_task_ids(warehouse_path, cfg.harvest_split, cfg.env)
     if len(ids) < cfg.iterations * cfg.harvest_tasks:
         raise UserError(f"--iterations {cfg.iterations} x --harvest-tasks {cfg.harvest_tasks} needs "
                         f"{cfg.iterations * cfg.harvest_tasks} {cfg.harvest_split} tasks and there are {len(ids)}; "

@@ -65,7 +65,7 @@ def check_gguf(model: str) -> None:
     path = Path(model).expanduser()
     if not path.exists():
         raise UserError(f"no GGUF file at {model}; pass an existing .gguf file (`make smollm2` fetches "
-                        "SmolLM2-135M-Instruct, see the README)")
+                        "SmolLM2-135M-Instruct, see docs/models.md)")
     if not path.is_file():
         raise UserError(f"{model} is a folder, not a GGUF file; pass the .gguf file inside it")
     from transformers.utils.import_utils import is_gguf_available

@@ -39,6 +39,14 @@ multiwoz_option = click.option(
          "cache in $FACTORY_HOME, then a download).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+ENVS = ("toolwoz", "retail", "airline")  # factory.environments.ENVS (not imported: `--help` stays instant)
+env_option = click.option(
+    "--env", "env", type=click.Choice(ENVS), default="toolwoz", show_default=True,
+    help="The environment: ToolWOZ (MultiWOZ's travel tools, read-only), or τ-bench's `retail` or `airline` "
+         "(tools that write: every branch sees only its own path's writes).")
+taubench_option = click.option(
+    "--taubench", "taubench_path", type=click.Path(), default=None, envvar="FACTORY_TAUBENCH",
+    help="τ-bench data folder (retail/, airline/) [default: $FACTORY_TAUBENCH, else ../shared/taubench].")
 
 
 def search_option(name: str, preset: SearchConfig = SearchConfig(), **kwargs: Any) -> Decorator:
@@ -87,13 +95,15 @@ def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
                      help="Seconds one request to an `openai:` agent or user may take; a slow, failed or malformed "
                           "answer is retried 3 times with backoff (not part of the run id)."),
         click.option("--user", type=click.Choice(["rule", "llm"]), default="rule", show_default=True,
-                     help="User simulator: agenda-based `rule`, or an `llm` customer (see --user-model)."),
+                     help="User simulator: the environment's deterministic `rule` user (ToolWOZ: agenda-based; "
+                          "τ-bench: scripted from the task), or an `llm` customer (see --user-model)."),
         click.option("--user-model", default=None, help="The llm user's model: folder, Hub id or `openai:MODEL`."),
         click.option("--user-base-url", default=None, help="Endpoint for an `openai:` user model."),
         search_option("protocol", preset),
         results_option,
-        click.option("--split", type=click.Choice(SPLITS), default=default_split, show_default=True,
-                     help="Which tasks (`factory toolwoz info` counts them)."),
+        click.option("--split", default=None,
+                     help=f"Which tasks [default: {default_split} (ToolWOZ: {', '.join(SPLITS)}); τ-bench: test "
+                          f"for eval, train for a retail harvest] (`factory env info` counts them)."),
         click.option("--limit", type=click.IntRange(min=1), default=None,
                      help="Only the first N tasks (part of the run id)."),
         click.option("--tasks", "task_ids", default=None, callback=_task_ids,
@@ -106,7 +116,9 @@ def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
         search_option("max_new_tokens", preset),
         search_option("semantics", preset),
         click.option("--run", "run_name", default=None, help="Name (or resume) this run; default: a settings hash."),
+        env_option,
         multiwoz_option,
+        taubench_option,
         warehouse_option,
         json_option,
     ]

@@ -17,14 +17,17 @@ from functools import partial
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from factory import rollouts, runs, warehouse
-from factory.errors import FactoryError, Interrupted
+from factory import environments, rollouts, runs, warehouse
+from factory.errors import FactoryError, Interrupted, UserError
 from factory.output import LogProgress
 from factory.rollouts import RunReport
 from factory.runs import RunSettings
 from search.runner import max_batch
 from search.ray_runner import Finished, Job, WorkerPool, WorkerSetup
 from toolwoz import tables
+from toolwoz.environment import ToolWOZ
+from toolwoz.multiwoz import factory_home
+from toolwoz.schemas import tool_schemas
 
 
 class WorkersLost(FactoryError):
@@ -36,12 +39,14 @@ def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str 
                    workers: int | None = None, request_timeout_s: float | None = None) -> RunReport:
     """Run (or resume) the rollouts of `settings` on Ray workers; commit each one as it comes back."""
     with warehouse.Writer(warehouse_path) as writer:
-        rollouts.ensure_toolwoz(writer, multiwoz_path, console)
-        env = rollouts.load_env(writer)
-        tasks = rollouts.select_tasks(env, settings.split, settings.limit, settings.tasks)
+        if settings.env != "toolwoz":
+            raise UserError(f"--ray harvests ToolWOZ only for now; drop --ray for --env {settings.env}")
+        environments.ensure(writer, settings.env, console, multiwoz_path=multiwoz_path)
+        env = environments.load(writer, settings.env)
+        tasks = environments.select_tasks(env, settings.split, settings.limit, settings.tasks)
         setup = WorkerSetup(agent=settings.agent, base_url=settings.base_url, search=settings.search,
-                            toolwoz=tables.export_arrow(env.con),
-                            make_users=partial(rollouts._user_factory, settings),  # noqa: SLF001 - the same users
+                            toolwoz=tables.export_arrow(env.tools.con),  # type: ignore[attr-defined]
+                            make_users=partial(rollouts.user_factory, ToolWOZ, settings),  # the same users
                             user_model=settings.user_model if settings.user == "llm" else None,
                             user_base_url=settings.user_base_url, concurrency=settings.concurrency,
                             max_batch=max_batch(settings.concurrency, settings.search.beam),  # as rollouts.execute
@@ -49,7 +54,8 @@ def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str 
                             chat_template=rollouts.agent_template(settings.agent, console))
         try:
             with console.status("starting Ray workers (each loads its own backend)"):
-                pool = WorkerPool(setup, workers=workers, address=address)
+                # A local Ray is recorded in $FACTORY_HOME/ray: the next --ray run stops what a killed one left.
+                pool = WorkerPool(setup, workers=workers, address=address, record_dir=factory_home() / "ray")
         except RuntimeError as e:  # a worker or a local Ray that did not start
             raise FactoryError(str(e)) from e
         try:
@@ -62,7 +68,7 @@ def _run(pool: WorkerPool, settings: RunSettings, writer: warehouse.Writer, run_
          tasks: list, samples: int, console: Console) -> RunReport:
     if pool.engine:  # vLLM: the same record (and run id) as rollouts.execute gives
         settings = dataclasses.replace(settings, engine=pool.engine)
-    run_id, done = runs.start(writer, settings, run_name)
+    run_id, done = runs.start(writer, settings, run_name, tool_schemas())
     retry = rollouts.failed_rollouts(writer, run_id)
     done = done - retry
     jobs = [Job(rollouts.rollout_id(run_id, t, s), run_id, t.task_id, s) for t in tasks for s in range(samples)]

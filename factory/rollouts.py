@@ -16,20 +16,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 import sql
-from factory import models, runs, warehouse
+from factory import environments, models, runs, warehouse
 from factory.errors import Interrupted, UserError, raise_if_stop_requested, signals_cancel
 from factory.output import LogProgress
 from factory.runs import RunSettings
 from search.backends import backend_kind, engine_info, load_backend
 from search.backends.base import Backend, Request, SamplingParams
+from search.backends.scripted import ScriptedBackend
+from search.environment import Environment, Task
 from search.josh import RolloutResult, SearchConfig, branch_seed, run_rollout
 from search.runner import ToolRunner, max_batch, run_all
-from toolwoz import multiwoz, tables
 from toolwoz.rewards import paired_bootstrap
-from toolwoz.tasks import Task, check_split, task_key
-from toolwoz.tools import ToolEnv
-from toolwoz.user_llm import LLMUser
-from toolwoz.user_rule import RuleUser
 
 
 @dataclass
@@ -41,62 +38,70 @@ class RunReport:
     status: str
 
 
-def ensure_toolwoz(writer: warehouse.Writer, multiwoz_path: str | None, console: Console) -> None:
-    """Build the ToolWOZ tables into the warehouse on first use."""
-    with writer.session() as con:
-        if warehouse.has_toolwoz(con):
-            return
-        console.print(f"[dim]{writer.path} has no ToolWOZ tables yet: building them (once)[/dim]")
-        tables.build(con, multiwoz.load(multiwoz_path))
+def user_factory(env: Environment, settings: RunSettings, user_backend: Backend | None) -> Callable[[Task, int], Any]:
+    """Task, sample -> the environment's user simulator of kind `settings.user`, seeded per (run, task, sample)."""
+    complete = None
+    if settings.user == "llm":
+        assert user_backend is not None
 
+        async def complete(messages: list[dict[str, str]]) -> str:
+            completion = await user_backend.complete(Request(messages, None, SamplingParams(0.0, 1.0, 96, 0)))
+            if completion.error:
+                raise RuntimeError(completion.error)
+            return completion.message.get("content") or ""
 
-def load_env(writer: warehouse.Writer) -> ToolEnv:
-    """A ToolEnv over an in-memory copy of the warehouse's ToolWOZ tables."""
-    with writer.session() as con:
-        return ToolEnv.from_connection(tables.copy_to_memory(con))
-
-
-def select_tasks(env: ToolEnv, split: str, limit: int | None, task_ids: list[str] | None) -> list[Task]:
-    """The split's tasks in sorted order, optionally only `task_ids`, first `limit`."""
-    check_split(split)
-    chosen = sorted((t for t in env.tasks.values() if split in t.splits), key=lambda t: t.task_id)
-    if task_ids:
-        wanted = {task_key(t) for t in task_ids}
-        if unknown := wanted - {t.task_id for t in chosen}:
-            raise UserError(f"tasks not in split {split}: {', '.join(sorted(unknown)[:5])}")
-        chosen = [t for t in chosen if t.task_id in wanted]
-    if not chosen:
-        hint = " (the train split is empty with this MultiWOZ copy; use --split val_harvest)" if split == "train" else ""
-        raise UserError(f"split {split} has no tasks{hint}")
-    return chosen[:limit] if limit else chosen
-
-
-def _user_factory(settings: RunSettings, user_backend: Backend | None) -> Callable[[Task, int], Any]:
-    if settings.user == "rule":
-        return lambda task, sample: RuleUser(task.goal, branch_seed(settings.search.seed, task.task_id, sample, -2))
-    assert user_backend is not None
-
-    async def complete(messages: list[dict[str, str]]) -> str:
-        completion = await user_backend.complete(Request(messages, None, SamplingParams(0.0, 1.0, 96, 0)))
-        if completion.error:
-            raise RuntimeError(completion.error)
-        return completion.message.get("content") or ""
-
-    return lambda task, sample: LLMUser(task.message, complete)
+    return lambda task, sample: env.user(settings.user, task,
+                                         branch_seed(settings.search.seed, task.task_id, sample, -2), complete)
 
 
 def build_settings(kind: str, agent: str, search: SearchConfig, *, split: str, base_url: str | None = None,
                    user: str = "rule", user_model: str | None = None, user_base_url: str | None = None,
                    limit: int | None = None, task_ids: Sequence[str] | None = None,
-                   concurrency: int = 16) -> RunSettings:
+                   concurrency: int = 16, env: str = "toolwoz") -> RunSettings:
     """RunSettings from command-line values; starts nothing (commands resolve the default agent first)."""
-    kind_of_backend = backend_kind(agent)
-    if search.protocol == "react" and kind_of_backend == "teacher":
-        raise UserError("the teacher speaks the `tools` protocol only; drop --protocol react")
-    tasks = tuple(sorted({task_key(t) for t in task_ids})) if task_ids else None
+    kind_of_backend = check_agent(env, agent, search.protocol)
+    keyed = _task_key(env)
+    tasks = tuple(sorted({keyed(t) for t in task_ids})) if task_ids else None
     return RunSettings(kind=kind, agent=agent, backend=kind_of_backend, user=user, user_model=user_model,
                        split=split, search=search, base_url=base_url, user_base_url=user_base_url, limit=limit,
-                       tasks=tasks, concurrency=concurrency)
+                       tasks=tasks, concurrency=concurrency, env=env)
+
+
+# --agent values an environment runs itself (privileged scripted agents), by environment
+SCRIPTED = {"retail": ("oracle",), "airline": ("oracle",)}
+SCRIPTED_ANY = {a for agents in SCRIPTED.values() for a in agents}
+
+
+def check_agent(env: str, agent: str | None, protocol: str) -> str:
+    """The backend kind of `agent` in `env` (`scripted`: one the environment runs itself), or a UserError for an
+    agent or protocol the environment does not offer. `agent` None: the default model, a transformers agent."""
+    environments.check(env)
+    if agent is None:
+        kind = "transformers"
+    else:
+        kind = "scripted" if agent in SCRIPTED.get(env, ()) else backend_kind(agent)
+    if protocol == "react" and kind in ("teacher", "scripted"):
+        raise UserError(f"the {agent} speaks the `tools` protocol only; drop --protocol react")
+    if protocol == "react" and env != "toolwoz":
+        raise UserError(f"the react protocol is ToolWOZ's; --env {env} speaks `tools` only")
+    if env != "toolwoz" and kind == "teacher":
+        raise UserError(f"the teacher is ToolWOZ's scripted agent; --env {env} offers {', '.join(SCRIPTED[env])}")
+    if env == "toolwoz" and agent in SCRIPTED_ANY:
+        raise UserError(f"--agent {agent} is a τ-bench agent; pass --env retail or --env airline")
+    return kind
+
+
+def is_scripted(env: str, agent: str | None) -> bool:
+    """Is `agent` a scripted agent `env` runs itself (no model to resolve)?"""
+    return agent is not None and agent in SCRIPTED.get(env, ())
+
+
+def _task_key(env: str) -> Callable[[str], str]:
+    if env == "toolwoz":
+        from toolwoz.tasks import task_key
+
+        return task_key
+    return lambda text: text
 
 
 def rollout_id(run_id: str, task: Task, sample: int) -> str:
@@ -114,6 +119,15 @@ def failed_rollouts(writer: warehouse.Writer, run_id: str) -> set[str]:
     with writer.session() as con:
         return {r[0] for r in con.execute("SELECT rollout_id FROM rollouts WHERE run_id = ? AND status = 'failed'",
                                           [run_id]).fetchall()}
+
+
+FAILED_EXIT = 1  # a run with failed rollouts: infrastructure (backend or user simulator), all committed
+
+
+def failed_message(failed: int) -> str:
+    """What a run with `failed` failed rollouts says (commands then exit FAILED_EXIT)."""
+    return (f"{failed} rollouts failed on backend or user errors (rollouts.error says why); run the same command "
+            "again to retry them")
 
 
 def commit(writer: warehouse.Writer | warehouse.WriteGroup, tables: dict[str, Any], rollout: str,
@@ -145,33 +159,44 @@ def resume_notice(run_id: str, skipped: int, retried: int, todo: int) -> str | N
     return f"resuming run {run_id}: {', '.join(parts)}{left}"
 
 
+def scripted_agents(env: Environment, name: str) -> Callable[[Task], Backend]:
+    """Task -> the environment's scripted agent `name` for it, as a backend."""
+    return lambda task: ScriptedBackend(name, env.scripted_agent(name, task))
+
+
 def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None, multiwoz_path: str | None,
-            console: Console, samples: int = 1, request_timeout_s: float | None = None) -> RunReport:
+            console: Console, samples: int = 1, request_timeout_s: float | None = None,
+            taubench_path: str | None = None) -> RunReport:
     """Run (or resume) the rollouts of `settings` and commit each one as it finishes; rollouts a backend error
     failed in an earlier invocation are run again."""
     with warehouse.Writer(warehouse_path) as writer:
-        ensure_toolwoz(writer, multiwoz_path, console)
-        env = load_env(writer)
-        tasks = select_tasks(env, settings.split, settings.limit, settings.tasks)
+        environments.ensure(writer, settings.env, console, multiwoz_path=multiwoz_path, taubench_path=taubench_path)
+        env = environments.load(writer, settings.env)
+        tasks = environments.select_tasks(env, settings.split, settings.limit, settings.tasks)
         batch = max_batch(settings.concurrency, settings.search.beam)  # one generate per search step
-        agent = load_backend(settings.agent, base_url=settings.base_url, rows=env.rows,
-                             concurrency=settings.concurrency, max_batch=batch, request_timeout_s=request_timeout_s,
-                             chat_template=agent_template(settings.agent, console))
+        rows = getattr(env, "rows", None)  # ToolWOZ's: the teacher's lexicon
+        agent: Backend | None = None  # one backend for every task, or the environment's scripted agent per task
+        if settings.backend != "scripted":
+            agent = load_backend(settings.agent, base_url=settings.base_url, rows=rows,
+                                 concurrency=settings.concurrency, max_batch=batch,
+                                 request_timeout_s=request_timeout_s, chat_template=agent_template(settings.agent,
+                                                                                                   console))
         user_backend = None
         if settings.user == "llm":
-            user_backend = load_backend(settings.user_model or "", base_url=settings.user_base_url, rows=env.rows,
+            user_backend = load_backend(settings.user_model or "", base_url=settings.user_base_url, rows=rows,
                                         concurrency=settings.concurrency, max_batch=batch,
                                         request_timeout_s=request_timeout_s)
-        if engine := engine_info(agent):  # vLLM's version, prefix caching, batch invariance: part of the run record
+        # vLLM's version, prefix caching, batch invariance: part of the run record
+        if agent is not None and (engine := engine_info(agent)):
             settings = dataclasses.replace(settings, engine=engine)
-        run_id, done = runs.start(writer, settings, run_name)
+        run_id, done = runs.start(writer, settings, run_name, env.tool_schemas())
         retry = failed_rollouts(writer, run_id)
         done = done - retry
         todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
         report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")
         if notice := resume_notice(run_id, report.skipped, len(retry), len(todo)):
             console.print(notice)
-        make_user = _user_factory(settings, user_backend)
+        make_user = user_factory(env, settings, user_backend)
         tools = ToolRunner(env)
         start = time.monotonic()
         status = "failed"
@@ -179,7 +204,8 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
             # The group is left outside the event loop, so even a signal the loop does not unwind (SIGTERM)
             # commits every finished rollout still waiting and stops the writer thread before we exit.
             with writer.grouped() as group:
-                asyncio.run(_run(settings, run_id, todo, agent, make_user, tools, group, console, report, retry))
+                asyncio.run(_run(settings, run_id, todo, agent or scripted_agents(env, settings.agent), make_user,
+                                 tools, group, console, report, retry))
             status = "done"
         except (KeyboardInterrupt, asyncio.CancelledError):  # a signal: see errors.signals_cancel
             status = "interrupted"
@@ -192,11 +218,14 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
     return report
 
 
-async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]], agent: Backend,
-               make_user: Callable[[Task, int], Any], tools: ToolRunner, group: warehouse.WriteGroup,
-               console: Console, report: RunReport, retry: set[str]) -> None:
+async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
+               agent: Backend | Callable[[Task], Backend], make_user: Callable[[Task, int], Any], tools: ToolRunner,
+               group: warehouse.WriteGroup, console: Console, report: RunReport, retry: set[str]) -> None:
+    shared = agent if hasattr(agent, "complete") else None
+    agent_for: Callable[[Task], Backend] = (lambda task: shared) if shared else agent  # type: ignore[assignment]
     if not todo:  # a resumed, finished run: no empty progress bar
-        await agent.aclose()
+        if shared:
+            await shared.aclose()
         return
     rewards: list[float] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -212,14 +241,15 @@ async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],
             progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))
 
         def job(task: Task, sample: int):
-            return lambda: run_rollout(task, agent, make_user(task, sample), tools, settings.search,
+            return lambda: run_rollout(task, agent_for(task), make_user(task, sample), tools, settings.search,
                                        rollout_id=rollout_id(run_id, task, sample), run_id=run_id, sample=sample)
 
         try:
             with signals_cancel(asyncio.current_task()):
                 await run_all([job(t, s) for t, s in todo], concurrency=settings.concurrency, on_result=write)
         finally:
-            await agent.aclose()
+            if shared:
+                await shared.aclose()
 
 
 def compare(warehouse_path: str, run_a: str, run_b: str, samples: int = 10_000, seed: int = 0) -> dict[str, Any]:
@@ -257,8 +287,11 @@ def summary(view: str, warehouse_path: str, report: RunReport) -> dict[str, Any]
                   "seconds": round(report.seconds, 1), "conversations_per_min": round(rate, 2)}
 
 
-def split_task_ids(warehouse_path: str, split: str) -> list[str]:
-    """The ids of `split`'s tasks in the order runs take them (ToolWOZ must be built in the warehouse)."""
+def split_task_ids(warehouse_path: str, split: str, env: str = "toolwoz") -> list[str]:
+    """The ids of `split`'s tasks in the order runs take them (the environment must be built in the warehouse)."""
     with warehouse.opened(warehouse_path, read_only=True) as con:
+        if env != "toolwoz":
+            return [r[0] for r in con.execute(sql.load("queries/taubench_split_task_ids"),
+                                              {"env": env, "split": split}).fetchall()]
         warehouse.require_toolwoz(con, warehouse_path)
         return [r[0] for r in con.execute(sql.load("queries/split_task_ids"), {"split": split}).fetchall()]

@@ -24,7 +24,6 @@ from factory.errors import UserError
 from factory.warehouse import Writer
 from search.josh import SearchConfig
 from toolwoz.clock import utc_now
-from toolwoz.schemas import tool_schemas
 
 # Settings added after run ids were first hashed: part of the identity only when set.
 _ADDED_LATER = ("engine",)
@@ -52,6 +51,7 @@ class RunSettings:
     tasks: tuple[str, ...] | None = None  # only these task ids (`MUL0003.json` form, sorted)
     concurrency: int = 16  # conversations in flight: not part of the identity
     engine: dict[str, Any] | None = None  # the backend's engine when it matters to the tokens (vLLM's version...)
+    env: str = "toolwoz"  # the environment (`--env`): part of the run id unless toolwoz (ids made before it stay)
 
     def config(self) -> dict[str, Any]:
         data = asdict(self)
@@ -71,14 +71,16 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     for name, (hashed, true_value) in _HASHED_AS.items():
         if name in search:
             search[hashed] = search.pop(name) == true_value
-    hashed_form = {k: v for k, v in config.items()
-                   if k not in ("search", "user_base_url", "limit", "tasks", "concurrency", "extra", *_ADDED_LATER)}
+    unhashed = ("search", "user_base_url", "limit", "tasks", "concurrency", "extra", "env", *_ADDED_LATER)
+    hashed_form = {k: v for k, v in config.items() if k not in unhashed}
     hashed_form["search"] = search
     user_base_url = config.get("user_base_url") or (config.get("extra") or {}).get("user_base_url")
     hashed_form["extra"] = {"user_base_url": user_base_url} if user_base_url else {}
     for key in ("limit", "tasks", *_ADDED_LATER):  # unset, they hash as before they existed
         if config.get(key) is not None:
             hashed_form[key] = config[key]
+    if config.get("env", "toolwoz") != "toolwoz":
+        hashed_form["env"] = config["env"]
     return hashed_form
 
 
@@ -95,8 +97,10 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return sorted(top) + sorted(nested)
 
 
-def start(writer: Writer, settings: RunSettings, run_id: str | None) -> tuple[str, set[str]]:
-    """Register the run (or find it to resume); returns (run_id, rollout ids already committed)."""
+def start(writer: Writer, settings: RunSettings, run_id: str | None,
+          tools: list[dict[str, Any]] | None = None) -> tuple[str, set[str]]:
+    """Register the run (or find it to resume); returns (run_id, rollout ids already committed). `tools`: the
+    schemas the agent is offered (recorded for the `tools` protocol)."""
     run_id = run_id or settings.default_run_id()
     with writer.session() as con:
         row = con.execute("SELECT kind, config FROM runs WHERE run_id = ?", [run_id]).fetchall()
@@ -116,7 +120,8 @@ def start(writer: Writer, settings: RunSettings, run_id: str | None) -> tuple[st
         "config": json.dumps(settings.config()), "agent_model": settings.agent,
         "user_model": settings.user_model or settings.user, "backend": settings.backend, "protocol": cfg.protocol,
         "split": settings.split, "semantics": cfg.semantics, "beam_size": cfg.beam, "seed": cfg.seed,
-        "code_version": __version__, "tools": json.dumps(tool_schemas()) if cfg.protocol == "tools" else None,
+        "code_version": __version__, "tools": json.dumps(tools) if cfg.protocol == "tools" and tools else None,
+        "env": settings.env,
     }]})
     return run_id, done
 

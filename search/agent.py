@@ -10,27 +10,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Sequence
 
 from search.backends.base import Backend, Completion, Message, Request, SamplingParams
-from toolwoz.schemas import API_DEFS, TOOL_NAMES, tool_schemas
-from toolwoz.tools import ErrorKind, ToolCall, ToolRequest
+from search.environment import Environment, TurnTools
 
-RunTools = Callable[[Sequence[ToolRequest]], Awaitable[list[ToolCall]]]
-
-TOOLS_SYSTEM_PROMPT = (
-    "You are a travel agent in Cambridge. Help the customer find and book restaurants, hotels, attractions "
-    "and trains. Use the tools to search and book; never make up results. Ask for details you need, offer "
-    "what you found, book only what the customer wants, and give the booking reference."
-)
-REACT_SYSTEM_PROMPT = """You are a travel agent in Cambridge who helps customers with restaurants, hotels, \
-attractions and trains. Every output is one or more commands, each ended by <COMMAND_END>:
-PLAN <your reasoning> <COMMAND_END>
-APICALL {{"name": "<api>", "parameters": {{...}}}} <COMMAND_END>
-SPEAK <what you say to the customer> <COMMAND_END>
-Start with PLAN, then APICALL or SPEAK. SPEAK ends your turn. After an APICALL you receive APIRETURN with the \
-result. All parameters are optional strings; never invent parameters or results. The APIs:
-{apis}"""
+MALFORMED_CALL = "malformed_call"  # the error kind of model output that could not be parsed into a call
 REACT_COMMAND = re.compile(r"\b(PLAN|APICALL|SPEAK)\b", re.S)
 END_TOKEN = "<COMMAND_END>"
 
@@ -41,11 +26,11 @@ class Turn:
 
     messages: list[Message] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)  # per message: tokens, latency
-    calls: list[ToolCall] = field(default_factory=list)  # executed calls, for the reward check
+    calls: list[Any] = field(default_factory=list)  # executed calls (the environment's), for the reward check
     call_rows: list[dict[str, Any]] = field(default_factory=list)  # tool_calls rows (pos = result message)
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    end: str = "spoke"  # spoke | max_calls | context_overflow | error
+    end: str = "spoke"  # spoke | max_calls | context_overflow | error | transferred
     error: str | None = None
 
     def add(self, message: Message, completion: Completion | None = None) -> int:
@@ -58,7 +43,7 @@ class Turn:
 
 def _malformed_row(pos: int, raw: str, error: str) -> dict[str, Any]:
     return {"pos": pos, "name": None, "arguments": json.dumps(raw[:2000]), "semantics": None, "ok": False,
-            "error_kind": str(ErrorKind.MALFORMED_CALL), "error": error, "result": None, "n_rows": 0,
+            "error_kind": MALFORMED_CALL, "error": error, "result": None, "n_rows": 0,
             "latency_us": 0}
 
 
@@ -67,11 +52,14 @@ class Protocol:
 
     name = "tools"
 
+    def __init__(self, env: Environment):
+        self.env = env
+
     def system_prompt(self) -> str:
-        return TOOLS_SYSTEM_PROMPT
+        return self.env.system_prompt(self.name)
 
     def request_tools(self) -> list[dict[str, Any]] | None:
-        return tool_schemas()
+        return self.env.tool_schemas()
 
     def visible(self, messages: Sequence[Message]) -> list[dict[str, str]]:
         """The conversation as the user sees it: user turns and the agent's spoken replies."""
@@ -83,8 +71,7 @@ class Protocol:
                 out.append({"role": "assistant", "content": m["content"]})
         return out
 
-    async def step(self, completion: Completion, turn: Turn, task_id: str | None, semantics: str,
-                   run_tools: RunTools, results: str = "full") -> bool:
+    async def step(self, completion: Completion, turn: Turn, tools: TurnTools) -> bool:
         """Append what this model output means to `turn`; True when the turn is over."""
         message = completion.message
         if completion.parse_error:
@@ -98,24 +85,21 @@ class Protocol:
         if not calls:
             turn.add({"role": "assistant", "content": message.get("content") or ""}, completion)
             return True
-        turn.add({"role": "assistant", "content": message.get("content") or "", "tool_calls": calls}, completion)
-        requests = [ToolRequest(c["function"]["name"], c["function"]["arguments"], task_id, semantics, results)
-                    for c in calls]
-        for c, result in zip(calls, await run_tools(requests)):
+        first = turn.add({"role": "assistant", "content": message.get("content") or "", "tool_calls": calls},
+                         completion) + 1
+        results = await tools.call([(c["function"]["name"], c["function"]["arguments"], first + i)
+                                    for i, c in enumerate(calls)])
+        for c, result in zip(calls, results):
             pos = turn.add({"role": "tool", "tool_call_id": c.get("id") or "", "content": result.content})
             turn.calls.append(result)
             turn.call_rows.append({"pos": pos, **result.record()})
-        return False
+        return _transferred(turn, tools.env, results)
 
 
 class ReactProtocol(Protocol):
     """The reference's text protocol (PLAN / APICALL / SPEAK, results as `APIRETURN ...` user messages)."""
 
     name = "react"
-
-    def system_prompt(self) -> str:
-        apis = "\n".join(f"- {n}({', '.join(API_DEFS[n][0])})" for n in TOOL_NAMES)
-        return REACT_SYSTEM_PROMPT.format(apis=apis)
 
     def request_tools(self) -> None:
         return None
@@ -131,8 +115,7 @@ class ReactProtocol(Protocol):
                     out.append({"role": "assistant", "content": spoken[-1]})
         return out
 
-    async def step(self, completion: Completion, turn: Turn, task_id: str | None, semantics: str,
-                   run_tools: RunTools, results: str = "full") -> bool:
+    async def step(self, completion: Completion, turn: Turn, tools: TurnTools) -> bool:
         text = completion.message.get("content") or ""
         turn.add({"role": "assistant", "content": text}, completion)
         commands = _commands(text)
@@ -153,10 +136,12 @@ class ReactProtocol(Protocol):
             except (ValueError, KeyError, TypeError) as e:
                 self._observe(turn, "APIRETURN FAILURE INCORRECTLY FORMATTED APICALL", body, str(e))
                 continue
-            (result,) = await run_tools([ToolRequest(name, params, task_id, semantics, results)])
+            (result,) = await tools.call([(name, params, len(turn.messages))])
             pos = turn.add({"role": "user", "content": f"APIRETURN {result.content}"})
             turn.calls.append(result)
             turn.call_rows.append({"pos": pos, **result.record()})
+            if _transferred(turn, tools.env, [result]):
+                return True
         return False
 
     @staticmethod
@@ -171,17 +156,24 @@ def _commands(text: str) -> list[tuple[str, str]]:
     return [(parts[i], parts[i + 1].replace(END_TOKEN, "").strip()) for i in range(1, len(parts) - 1, 2)]
 
 
+def _transferred(turn: Turn, env: Environment, results: Sequence[Any]) -> bool:
+    """A call that ends the conversation (τ-bench's `transfer_to_human_agents`) ends the turn too."""
+    if any(env.ends_conversation(r) for r in results):
+        turn.end = "transferred"
+        return True
+    return False
+
+
 PROTOCOLS: dict[str, type[Protocol]] = {"tools": Protocol, "react": ReactProtocol}
 
 
-async def agent_turn(backend: Backend, protocol: Protocol, history: Sequence[Message], *, task_id: str | None,
-                     semantics: str, run_tools: RunTools, params: SamplingParams, max_calls: int = 3,
-                     results: str = "full") -> Turn:
+async def agent_turn(backend: Backend, protocol: Protocol, history: Sequence[Message], *, tools: TurnTools,
+                     params: SamplingParams, max_calls: int = 3) -> Turn:
     """Run one agent turn after `history`; returns only what the turn added."""
     turn = Turn()
-    tools = protocol.request_tools()
+    offered = protocol.request_tools()
     for call_index in range(max_calls):
-        completion = await backend.complete(model_request([*history, *turn.messages], tools, params, call_index))
+        completion = await backend.complete(model_request([*history, *turn.messages], offered, params, call_index))
         turn.prompt_tokens += completion.prompt_tokens
         turn.completion_tokens += completion.completion_tokens
         if completion.error:
@@ -190,7 +182,7 @@ async def agent_turn(backend: Backend, protocol: Protocol, history: Sequence[Mes
         if completion.finish_reason == "context_overflow":
             turn.end = "context_overflow"
             return turn
-        if await protocol.step(completion, turn, task_id, semantics, run_tools, results):
+        if await protocol.step(completion, turn, tools):
             return turn
     turn.end = "max_calls"
     return turn

@@ -11,7 +11,8 @@ user's reply that followed it; the root holds the system prompt and the user's o
 Stops when every goal is done (unless `finish_dialogue`), no leaf is live, or after `max_steps`.
 An evaluation is the same engine at beam 1 with `finish_dialogue`.
 While a leaf that has ended its agent turn (2.) waits for its siblings, the first model call of its next-step
-children is requested ahead (`search/ahead.py`): a schedule only, the tree and its rows are the same without it (`ahead=False`).
+children is requested ahead (`search/ahead.py`): a schedule only, the tree and its rows are the same without it
+(`ahead=False`).
 """
 
 from __future__ import annotations
@@ -21,25 +22,17 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Awaitable, Protocol as TypingProtocol
+from typing import Any
 
-from search.agent import PROTOCOLS, RunTools, Turn, agent_turn, model_request
+from search.agent import PROTOCOLS, Turn, agent_turn, model_request
 from search.ahead import AheadBackend
 from search.backends.base import Backend, Message, SamplingParams
+from search.environment import Branch, Goal, Task, Tools, ToolSettings, TurnTools, User
 from toolwoz.clock import utc_now
-from toolwoz.rewards import Goal, goals_met
-from toolwoz.schemas import END_CONVERSATION
-from toolwoz.tasks import Task
 from toolwoz.tools import RESULTS
 from toolwoz.values import storable, to_json
 
 COLLAPSE_POLICIES = ("first", "fewest-tokens", "random")
-
-
-class User(TypingProtocol):
-    """A user simulator: the next user message given the visible conversation."""
-
-    def reply(self, history: list[dict[str, str]]) -> str | Awaitable[str]: ...
 
 
 @dataclass(frozen=True)
@@ -139,10 +132,25 @@ class RolloutResult:
     messages: list[dict[str, Any]]
     tool_calls: list[dict[str, Any]]
     rewards: list[dict[str, Any]]
+    state_changes: list[dict[str, Any]] = field(default_factory=list)  # the tree's writes (environments that write)
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:
-        return {"rollouts": [self.rollout], "nodes": self.nodes, "messages": self.messages,
-                "tool_calls": self.tool_calls, "rewards": self.rewards}
+        tables = {"rollouts": [self.rollout], "nodes": self.nodes, "messages": self.messages,
+                  "tool_calls": self.tool_calls, "rewards": self.rewards}
+        return tables | ({"state_changes": self.state_changes} if self.state_changes else {})
+
+
+# Characters of one agent reply the user simulator reads: what one user turn may cost is bounded whatever the
+# agent says (a 2 MB reply once held a conversation for minutes). Normal replies are far shorter (256 tokens).
+USER_READS = 4000
+
+
+def user_view(visible: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The visible conversation as the user simulator reads it: each agent reply cut to its first `USER_READS`
+    characters. The stored message keeps the whole reply; the user's next message records how much it did not
+    read (`messages.unread_chars`)."""
+    return [{**m, "content": m["content"][:USER_READS]}
+            if m["role"] == "assistant" and len(m["content"]) > USER_READS else m for m in visible]
 
 
 def branch_seed(run_seed: int, task_id: str, sample: int, node_id: int) -> int:
@@ -154,9 +162,10 @@ def branch_seed(run_seed: int, task_id: str, sample: int, node_id: int) -> int:
 class Rollout:
     """One JOSH search (or, at beam 1, one conversation) over one task."""
 
-    def __init__(self, task: Task, agent: Backend, user: User, run_tools: RunTools, config: SearchConfig,
+    def __init__(self, task: Task, agent: Backend, user: User, tools: Tools, config: SearchConfig,
                  *, rollout_id: str, run_id: str, sample: int = 0, ahead: bool = True):
-        self.task, self.user, self.run_tools, self.cfg = task, user, run_tools, config
+        self.task, self.user, self.run_tools, self.cfg = task, user, tools, config
+        self.env = tools.env
         batched = getattr(agent, "batched", False)  # a backend that answers at once has no batch to fill
         self.ahead = AheadBackend(agent) if ahead and batched and config.beam > 1 and not config.serial else None
         self.agent: Backend = self.ahead or agent
@@ -164,7 +173,7 @@ class Rollout:
         self._turns_running = 0  # of those, leaves still in their agent turn
         self._collapsing = False  # a leaf of this step met a goal: the tree collapses after it
         self._replies: dict[int, str] = {}  # node id -> the user's reply, computed for a request ahead
-        self.protocol = PROTOCOLS[config.protocol]()
+        self.protocol = PROTOCOLS[config.protocol](self.env)
         self.rollout_id, self.run_id, self.sample = rollout_id, run_id, sample
         self.nodes: list[Node] = []
         self.open_goals: list[Goal] = task.goals()
@@ -194,25 +203,27 @@ class Rollout:
         try:
             text = self._replies.pop(node.node_id, None)
             if text is None:
-                reply = self.user.reply(self.protocol.visible(node.history()))
+                reply = self.user.reply(user_view(self.protocol.visible(node.history())))
                 text = await reply if asyncio.iscoroutine(reply) else reply
         except Exception as e:  # a failing user simulator ends this branch; the error is kept
             node.end("error", f"user simulator: {type(e).__name__}: {e}")
             return
         node.messages.append({"role": "user", "content": text})
-        node.stats.append({})
-        if END_CONVERSATION in text:
+        spoken = [m["content"] for m in self.protocol.visible(node.messages) if m["role"] == "assistant"]
+        unread = sum(max(len(t) - USER_READS, 0) for t in spoken)  # what `user_view` cut of this turn's replies
+        node.stats.append({"unread_chars": unread} if unread else {})
+        if self.env.end_token in text:
             node.end("user_ended")
 
     async def _agent_turn(self, node: Node) -> None:
+        tools = TurnTools(self.env, self.task, Branch(self.rollout_id, tuple(n.node_id for n in node.path)),
+                          ToolSettings(self.cfg.semantics, self.cfg.results), self.run_tools)
         turn = await agent_turn(self.agent, self.protocol, node.parent.history() if node.parent else [],
-                                task_id=self.task.task_id, semantics=self.cfg.semantics, results=self.cfg.results,
-                                run_tools=self.run_tools, params=self._params(node.seed),
-                                max_calls=self.cfg.max_calls_per_turn)
+                                tools=tools, params=self._params(node.seed), max_calls=self.cfg.max_calls_per_turn)
         node.turn = turn
         node.messages.extend(turn.messages)
         node.stats.extend(turn.stats)
-        if turn.end in ("error", "context_overflow"):
+        if turn.end in ("error", "context_overflow", "transferred"):
             node.end(turn.end, turn.error)
         self._turns_running -= 1
         if self.ahead is not None:
@@ -223,12 +234,12 @@ class Rollout:
         children as they will be if no leaf of this step ends or meets a goal (see `search/ahead.py`)."""
         if self._collapsing or node.ended or not self._turns_running or self.steps >= self.cfg.max_steps:
             return
-        if node.turn.calls and goals_met(self.task, node.turn.calls, self.open_goals):
+        if node.turn.calls and self.env.goals_met(self.task, node.turn.calls, self.open_goals):
             self._collapsing = True  # only the target's children will exist: no guess can come true
             self.ahead.drop()
             return
         try:
-            reply = self.user.reply(self.protocol.visible(node.history()))
+            reply = self.user.reply(user_view(self.protocol.visible(node.history())))
         except Exception:  # the real user turn meets it again and records it
             return
         if not isinstance(reply, str):  # an LLM user: a guess would cost its calls
@@ -236,7 +247,7 @@ class Rollout:
                 reply.close()
             return
         self._replies[node.node_id] = reply
-        if END_CONVERSATION in reply:
+        if self.env.end_token in reply:
             return
         history = [*node.history(), {"role": "user", "content": reply}]
         width = 2 if 2 * len(self._step_leaves) <= self.cfg.beam else 1
@@ -263,7 +274,7 @@ class Rollout:
     def _collapse(self, leaves: list[Node]) -> None:
         for leaf in leaves:
             if leaf.turn.calls and not (leaf.ended and leaf.end_reason == "error"):
-                leaf.matched = goals_met(self.task, leaf.turn.calls, self.open_goals)
+                leaf.matched = self.env.goals_met(self.task, leaf.turn.calls, self.open_goals)
         rewarded = [leaf for leaf in leaves if leaf.matched]
         if not rewarded:
             return
@@ -328,7 +339,7 @@ class Rollout:
         errors = [n.error for n in self.nodes if n.error]
         rollout = {
             "rollout_id": self.rollout_id, "run_id": self.run_id, "task_id": self.task.task_id,
-            "sample": self.sample, "status": "failed" if errors else "done", "reward": done / total if total else 0.0,
+            "sample": self.sample, "status": "failed" if errors else "done", "reward": done / total if total else 1.0,
             "goals_total": total, "goals_done": done, "n_nodes": 0, "n_steps": self.steps,
             "end_reason": end_reason if not (errors and len(self.nodes) <= 2) else "error",
             "prompt_tokens": sum(n.turn.prompt_tokens for n in self.nodes),
@@ -354,21 +365,43 @@ class Rollout:
                                  "tool_call_id": m.get("tool_call_id"), **stat})
             for row in n.turn.call_rows:
                 calls.append({"rollout_id": self.rollout_id, "node_id": n.node_id, **row})
-            for domain, api in n.matched:
-                rewards.append({"rollout_id": self.rollout_id, "node_id": n.node_id, "step": n.step, "goal": api,
-                                "domain": domain, "credited": (n.node_id, (domain, api)) in credited})
+            for goal in n.matched:
+                domain, name = self.env.goal_row(goal)
+                rewards.append({"rollout_id": self.rollout_id, "node_id": n.node_id, "step": n.step, "goal": name,
+                                "domain": domain, "credited": (n.node_id, goal) in credited})
         rollout["n_nodes"] = len(nodes)
-        return RolloutResult(rollout, nodes, messages, calls, rewards)
+        if (episode := self._episode_reward()) is not None:
+            rollout["episode_reward"] = episode
+        return RolloutResult(rollout, nodes, messages, calls, rewards, self.env.state_changes(self.rollout_id))
+
+    def final_branch(self) -> Node | None:
+        """The conversation the rollout ends with: the last golden node, else the first deepest leaf."""
+        golden = [n for n in self.nodes if n.is_golden]
+        leaves = [n for n in self.nodes if not n.children]
+        if golden or leaves:
+            return max(golden, key=lambda n: n.step) if golden else max(leaves, key=lambda n: (n.step, -n.node_id))
+        return None
+
+    def _episode_reward(self) -> float | None:
+        """The environment's own episode reward of the final branch (τ-bench's), None where it has none."""
+        node = self.final_branch()
+        if node is None:
+            return None
+        said = [m["content"] for m in self.protocol.visible(node.history()) if m["role"] == "assistant"]
+        return self.env.episode_reward(self.task, Branch(self.rollout_id, tuple(n.node_id for n in node.path)),
+                                       said)
 
 
-async def run_rollout(task: Task, agent: Backend, user: User, run_tools: RunTools, config: SearchConfig, *,
+async def run_rollout(task: Task, agent: Backend, user: User, tools: Tools, config: SearchConfig, *,
                       rollout_id: str, run_id: str, sample: int = 0) -> RolloutResult:
     """Run one rollout; an unexpected failure becomes a `failed` rollout row, never a crash."""
-    rollout = Rollout(task, agent, user, run_tools, config, rollout_id=rollout_id, run_id=run_id, sample=sample)
+    rollout = Rollout(task, agent, user, tools, config, rollout_id=rollout_id, run_id=run_id, sample=sample)
     try:
         return await rollout.run()
     except Exception as e:  # a bad rollout is data: keep what the tree has and say why it stopped
         result = rollout._result(utc_now(), "error")
         result.rollout.update(status="failed", error=f"{type(e).__name__}: {e}")
         return result
+    finally:
+        rollout.env.forget(rollout_id)  # the tree's writes are in the result's rows by now
 

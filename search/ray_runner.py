@@ -19,6 +19,7 @@ import os
 import socket
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -27,9 +28,11 @@ import pyarrow as pa
 from search.backends import BackendError, engine_info, load_backend
 from search.backends.base import Backend, one_line
 from search.josh import SearchConfig, run_rollout
+from search.ray_local import RayRecord, stop_leftovers
 from search.runner import ToolRunner
 from toolwoz import tables
 from toolwoz.tasks import Task
+from toolwoz.environment import ToolWOZ
 from toolwoz.tools import ToolEnv
 from toolwoz.values import storable
 
@@ -96,7 +99,7 @@ class HarvestWorker:
         self.setup = setup
         self.failure: tuple[str, str] | None = None
         try:
-            self.env = ToolEnv.from_connection(tables.from_arrow(setup.toolwoz))
+            self.env = ToolWOZ(ToolEnv.from_connection(tables.from_arrow(setup.toolwoz)))
             self.agent = load_backend(setup.agent, base_url=setup.base_url, rows=self.env.rows,
                                       concurrency=setup.concurrency, max_batch=setup.max_batch,
                                       request_timeout_s=setup.request_timeout_s, chat_template=setup.chat_template)
@@ -168,8 +171,19 @@ def connect(address: str | None) -> Any:
 class WorkerPool:
     """`workers` HarvestWorker actors (default: one per GPU of the cluster, else one per CPU)."""
 
-    def __init__(self, setup: WorkerSetup, *, workers: int | None = None, address: str | None = None):
+    def __init__(self, setup: WorkerSetup, *, workers: int | None = None, address: str | None = None,
+                 record_dir: Path | None = None):
+        """`record_dir`: where a local Ray this pool starts is recorded, so that the next pool given the same
+        folder stops what a killed driver left running (`search/ray_local.py`); it does so first."""
+        self.record: RayRecord | None = None
+        if record_dir is not None:
+            stop_leftovers(record_dir)
+        starts_local = not _import_ray().is_initialized() and \
+            (address or os.environ.get("RAY_ADDRESS") or "local") == "local"
         self.ray = connect(address)
+        if record_dir is not None and starts_local:
+            self.record = RayRecord(record_dir)
+            self.record.update(force=True)
         resources = self.ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         count = workers or gpus or max(1, int(resources.get("CPU", 1)))
@@ -183,6 +197,8 @@ class WorkerPool:
         except self.ray.exceptions.RayError as e:
             self.shutdown()
             raise RuntimeError(f"a Ray worker failed to start: {one_line(e)}") from None
+        if self.record is not None:
+            self.record.update(force=True)  # the workers' processes too
         failures = [i["failure"] for i in self.infos if i["failure"]]
         if failures:
             self.shutdown()
@@ -211,6 +227,8 @@ class WorkerPool:
             fill(worker)
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
+            if self.record is not None:
+                self.record.update()  # workers Ray started since (at most once a second)
             worker, job = pending.pop(ref)
             try:
                 result = ray.get(ref)
@@ -230,9 +248,13 @@ class WorkerPool:
         self.not_started = list(queue)
 
     def shutdown(self) -> None:
-        """Kill the actors (their backends go with them)."""
+        """Kill the actors (their backends go with them); a local Ray this pool started goes too."""
         for actor in self.actors:
             try:
                 self.ray.kill(actor)
             except Exception:  # noqa: BLE001 - already dead
                 pass
+        if self.record is not None:
+            self.ray.shutdown()
+            self.record.remove()
+            self.record = None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from search.batching import MicroBatcher
+from search.environment import Environment
 from search.josh import RolloutResult
-from toolwoz.tools import ToolCall, ToolEnv, ToolRequest
 
 
 def max_batch(concurrency: int, beam: int) -> int:
@@ -17,14 +17,15 @@ def max_batch(concurrency: int, beam: int) -> int:
 
 
 class ToolRunner:
-    """Async tool execution: the calls of every rollout that are pending together go as one `call_many`."""
+    """Async tool execution: the calls of every rollout that are pending together go as one `call_many` of the
+    environment (in submission order, so one branch's calls run in the order it made them)."""
 
-    def __init__(self, env: ToolEnv, max_batch: int = 256):
+    def __init__(self, env: Environment, max_batch: int = 256):
+        self.env = env
         # DuckDB answers a batch in a few ms; running it on the loop thread avoids a thread hop per batch.
-        self.batcher: MicroBatcher[ToolRequest, ToolCall] = MicroBatcher(env.call_many, max_batch=max_batch,
-                                                                         in_thread=False)
+        self.batcher: MicroBatcher[Any, Any] = MicroBatcher(env.call_many, max_batch=max_batch, in_thread=False)
 
-    async def __call__(self, requests: Sequence[ToolRequest]) -> list[ToolCall]:
+    async def __call__(self, requests: Sequence[Any]) -> list[Any]:
         return list(await asyncio.gather(*(self.batcher.submit(r) for r in requests)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -74,18 +76,25 @@ def model_dir(env, tmp_path_factory) -> Path:
 def openai_server(model_dir, tmp_path_factory):
     """`transformers serve` on a copy of the tiny model whose tokenizer has no response template (so malformed
     tool-call JSON comes back as text instead of HTTP 500)."""
+    served = Path(shutil.copytree(model_dir, tmp_path_factory.mktemp("served") / "tiny"))
+    config = json.loads((served / "tokenizer_config.json").read_text())
+    config.pop("response_template", None)
+    (served / "tokenizer_config.json").write_text(json.dumps(config))
+    with serve(served) as url:
+        yield str(served), url
+
+
+@contextlib.contextmanager
+def serve(model: Path) -> Iterator[str]:
+    """`transformers serve MODEL` on 127.0.0.1 (a free port) until the block ends; yields its `/v1` URL."""
     import httpx2
 
     missing = [m for m in SERVING_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"`transformers serve` needs {', '.join(missing)} (pip install 'transformers[serving]')")
-    served = Path(shutil.copytree(model_dir, tmp_path_factory.mktemp("served") / "tiny"))
-    config = json.loads((served / "tokenizer_config.json").read_text())
-    config.pop("response_template", None)
-    (served / "tokenizer_config.json").write_text(json.dumps(config))
     port = free_port()
     cli = str(Path(sys.executable).with_name("transformers"))
-    proc = subprocess.Popen([cli, "serve", str(served), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([cli, "serve", str(model), "--device", "cpu", "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -101,7 +110,7 @@ def openai_server(model_dir, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail("transformers serve did not come up within 90 s")
             time.sleep(0.2)
-        yield str(served), f"{base}/v1"
+        yield f"{base}/v1"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -117,20 +126,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def build_warehouse(directory: Path, *commands: list[str]) -> Path:
+    """DIRECTORY/warehouse.duckdb after each CLI command (given `-w` it) succeeded."""
+    path = directory / "warehouse.duckdb"
+    for command in commands:
+        result = run(*command, "-w", str(path))
+        assert result.returncode == 0, result.stderr
+    return path
+
+
+def copy_warehouse(template: Path, directory: Path) -> Path:
+    """A copy of the warehouse `template` at DIRECTORY/warehouse.duckdb."""
+    path = directory / "warehouse.duckdb"
+    shutil.copy(template, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def template(tmp_path_factory) -> Path:
     """A warehouse with the ToolWOZ tables, built once; tests copy it."""
-    path = tmp_path_factory.mktemp("template") / "warehouse.duckdb"
-    result = run("toolwoz", "build", "--multiwoz", str(MULTIWOZ_DIR), "-w", str(path))
-    assert result.returncode == 0, result.stderr
-    return path
+    return build_warehouse(tmp_path_factory.mktemp("template"), ["toolwoz", "build", "--multiwoz", str(MULTIWOZ_DIR)])
 
 
 @pytest.fixture()
 def wh(template, tmp_path) -> Path:
-    path = tmp_path / "warehouse.duckdb"
-    shutil.copy(template, path)
-    return path
+    return copy_warehouse(template, tmp_path)
 
 
 def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:

@@ -19,6 +19,7 @@ from search.backends.base import Completion, Request
 from search.batching import MicroBatcher
 from search.josh import Rollout, RolloutResult, SearchConfig
 from search.runner import ToolRunner, max_batch, run_all
+from toolwoz.environment import ToolWOZ
 from toolwoz.audit import fixed_oracle_calls
 from toolwoz.user_rule import RuleUser
 
@@ -71,7 +72,8 @@ def harvest(env, tasks, make_agent, config: SearchConfig, ahead: bool) -> tuple[
     rollouts = []
 
     async def one(task):
-        rollout = Rollout(task, agent, RuleUser(task.goal, 7), ToolRunner(env), config, rollout_id=task.task_id,
+        rollout = Rollout(task, agent, RuleUser(task.goal, 7), ToolRunner(ToolWOZ(env)), config,
+                          rollout_id=task.task_id,
                           run_id="r", ahead=ahead)
         rollouts.append(rollout)
         return await rollout.run()

@@ -197,6 +197,7 @@ def test_a_josh_tree_hits_the_cache_and_grows_as_without_it(env, model_dir, plai
     from search.backends.transformers import TransformersBackend
     from search.josh import SearchConfig, run_rollout
     from search.runner import ToolRunner
+    from toolwoz.environment import ToolWOZ
     from toolwoz.user_rule import RuleUser
 
     task = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[0]
@@ -204,7 +205,8 @@ def test_a_josh_tree_hits_the_cache_and_grows_as_without_it(env, model_dir, plai
 
     def grow(backend):
         user = RuleUser(task.goal, 7)
-        return asyncio.run(run_rollout(task, backend, user, ToolRunner(env), config, rollout_id="r", run_id="x"))
+        return asyncio.run(run_rollout(task, backend, user, ToolRunner(ToolWOZ(env)), config, rollout_id="r",
+                                       run_id="x"))
 
     def content(result):  # every row but the timings
         return [{k: v for k, v in m.items() if k != "latency_ms"} for m in result.messages]

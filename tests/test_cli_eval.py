@@ -137,7 +137,7 @@ def test_bad_input_is_one_line_exit_2(wh, tmp_path, model_dir):
         (["--agent", "openai:x", "--base-url", "http://127.0.0.1:9/v1"], "cannot reach"),
         (["--agent", str(tmp_path / "no_such_model")], "no model folder"),
         (["--agent", str(no_template)], "chat template"),
-        (["--agent", "teacher", "--split", "nope"], "Invalid value for '--split'"),
+        (["--agent", "teacher", "--split", "nope"], "unknown split 'nope'"),
         (["--agent", "teacher", "--user", "llm"], "--user llm needs --user-model"),
         (["--agent", "teacher", "-w", str(tmp_path / "missing" / "w.duckdb")], "does not exist"),
         (["--agent", "teacher", "--split", "train"], "split train has no tasks"),

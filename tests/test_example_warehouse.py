@@ -28,6 +28,7 @@ COLUMNS = {
     "05_kto_pairs": ["agent", "beam", "kto_desirable", "kto_undesirable", "kto_paired_prompts", "dpo_pairs",
                      "sft_rows"],
     "06_golden_calls": ["agent", "beam", "golden_calls", "met_goal", "failed", "ungraded", "ungraded_share"],
+    "07_branch_writes": ["run_id", "table_name", "key", "change", "writes", "golden", "pruned"],
 }
 
 
@@ -61,6 +62,7 @@ def test_example_has_a_teacher_run_and_a_tiny_model_harvest(example: Path) -> No
     tiny = [r for r in runs if r[0] == "harvest" and r[2] == "transformers" and r[1].endswith("tiny-toolwoz")]
     assert len(tiny) == 1, runs
     assert all(status == "done" for *_, status, _ in runs), runs
+    assert query(example, "SELECT count(*) > 0 FROM runs WHERE env = 'retail' AND kind = 'harvest'") == [(True,)]
     assert all(rollouts > 0 for kind, *_, rollouts in runs if kind in ("eval", "harvest")), runs
 
 

@@ -19,6 +19,7 @@ from search.backends.base import Completion, Request
 from search.batching import MicroBatcher
 from search.josh import PARITY, SearchConfig, run_rollout
 from search.runner import ToolRunner, max_batch, run_all
+from toolwoz.environment import ToolWOZ
 from toolwoz.audit import fixed_oracle_calls
 
 
@@ -60,7 +61,7 @@ def test_tree_invariants(env, beam, p, seed, task_index, user_turns, collapse):
     task = sorted(env.tasks.values(), key=lambda t: t.task_id)[task_index]
     oracle = [(c.name, c.normalised) for c in fixed_oracle_calls(env, task) if c.ok]
     cfg = SearchConfig(beam=beam, max_steps=8, seed=seed, collapse=collapse)
-    result = asyncio.run(run_rollout(task, CoinAgent(oracle, p), EchoUser(user_turns), ToolRunner(env), cfg,
+    result = asyncio.run(run_rollout(task, CoinAgent(oracle, p), EchoUser(user_turns), ToolRunner(ToolWOZ(env)), cfg,
                                      rollout_id="r", run_id="run"))
     nodes = {n["node_id"]: n for n in result.nodes}
     rollout = result.rollout
@@ -105,7 +106,7 @@ def test_beam_one_is_a_single_conversation(env):
     task = env.tasks["MUL0003.json"]
     oracle = [(c.name, c.normalised) for c in fixed_oracle_calls(env, task) if c.ok]
     cfg = SearchConfig(beam=1, max_steps=10, seed=1, finish_dialogue=True)
-    result = asyncio.run(run_rollout(task, CoinAgent(oracle, 0.7), EchoUser(6), ToolRunner(env), cfg,
+    result = asyncio.run(run_rollout(task, CoinAgent(oracle, 0.7), EchoUser(6), ToolRunner(ToolWOZ(env)), cfg,
                                      rollout_id="r", run_id="run"))
     assert [n["path"] for n in result.nodes] == [list(range(i + 1)) for i in range(len(result.nodes))]
     assert result.rollout["end_reason"] == "user_ended"
@@ -144,7 +145,8 @@ def test_parity_preset_shares_seeds_credits_first_goal_and_drops_unrewarded(env)
     parity_calls = [("search_hotel", {k: v for k, v in truth["search_hotel"]["parameters"].items() if v}),
                     ("book_hotel", truth["book_hotel"]["parameters"])]
     reference = SearchConfig(beam=4, max_steps=3, seed=5, **PARITY)
-    result = asyncio.run(run_rollout(task, TwoGoalAgent(parity_calls), EchoUser(10), ToolRunner(env), reference,
+    tools = ToolRunner(ToolWOZ(env))
+    result = asyncio.run(run_rollout(task, TwoGoalAgent(parity_calls), EchoUser(10), tools, reference,
                                      rollout_id="r", run_id="run"))
     nodes = result.nodes
     siblings = Counter((n["parent_id"], n["seed"]) for n in nodes if n["parent_id"] is not None)
@@ -156,7 +158,7 @@ def test_parity_preset_shares_seeds_credits_first_goal_and_drops_unrewarded(env)
     assert all(n["created_step"] <= last_credit or n["is_golden"] for n in nodes)  # unrewarded tail dropped
 
     ours = SearchConfig(beam=4, max_steps=3, seed=5)
-    fixed = asyncio.run(run_rollout(task, TwoGoalAgent(calls), EchoUser(10), ToolRunner(env), ours,
+    fixed = asyncio.run(run_rollout(task, TwoGoalAgent(calls), EchoUser(10), ToolRunner(ToolWOZ(env)), ours,
                                     rollout_id="r", run_id="run"))
     assert sorted(r["goal"] for r in fixed.rewards if r["credited"] and r["node_id"] == 1) == \
         ["book_hotel", "search_hotel"]
@@ -192,7 +194,7 @@ def test_a_wide_beam_is_one_batch_per_step(env):
 
     def harvest(cap: int) -> list[int]:
         agent = BatchedTalker(cap)
-        jobs = [lambda t=t: run_rollout(t, agent, EchoUser(10), ToolRunner(env), config, rollout_id=t.task_id,
+        jobs = [lambda t=t: run_rollout(t, agent, EchoUser(10), ToolRunner(ToolWOZ(env)), config, rollout_id=t.task_id,
                                         run_id="r") for t in tasks]
         asyncio.run(run_all(jobs, concurrency=len(tasks), on_result=lambda result: None))
         return agent.batches

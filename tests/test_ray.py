@@ -161,6 +161,7 @@ def test_worker_pool_returns_arrow_rows_equal_to_a_local_rollout(local_ray, env)
     from search.josh import SearchConfig, branch_seed, run_rollout
     from search.ray_runner import Finished, Job, WorkerPool, WorkerSetup
     from search.runner import ToolRunner
+    from toolwoz.environment import ToolWOZ
     from toolwoz import tables
     from toolwoz.user_rule import RuleUser
 
@@ -177,7 +178,7 @@ def test_worker_pool_returns_arrow_rows_equal_to_a_local_rollout(local_ray, env)
         pool.shutdown()
     assert all(isinstance(e, Finished) for e in events) and {e.worker for e in events} == {0, 1}
     assert sorted(e.job.rollout_id for e in events) == sorted(j.rollout_id for j in jobs)
-    agent, tools = load_backend("teacher", rows=env.rows), ToolRunner(env)
+    agent, tools = load_backend("teacher", rows=env.rows), ToolRunner(ToolWOZ(env))
     for event in events:
         task = env.tasks[event.job.task_id]
         local = asyncio.run(run_rollout(task, agent, RuleUser(task.goal, branch_seed(0, task.task_id, 0, -2)), tools,

@@ -16,69 +16,42 @@ import socket
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from tests.conftest import check_consistent, query, run
+from tests.fake_openai import FakeOpenAI, completion, read_json, send_json
 
 FAULTS = ("500", "hang", "drop", "not_json", "no_choices")
 ODD = ("message_string", "usage_list", "tokens_text", "surrogates", "parts")
 FAULT_RATE = 0.3  # share of requests answered with one of FAULTS (by a hash of the request: reproducible)
 
 
-class FaultyServer:
+class FaultyServer(FakeOpenAI):
     """Chat completions that greet, call search_hotel, or fail, decided by a hash of each request."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.counts: Counter[str] = Counter()
         self.poisoned: set[str] = set()  # first user messages whose conversations fail every request
         self.seen: Counter[bytes] = Counter()  # a fault hits a request's first attempt only: retries can succeed
         self.healed = False
         self.lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self._send(200, json.dumps({"data": [{"id": "fake"}]}).encode())
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                kind, payload = server.answer(body)
-                with server.lock:
-                    server.counts[kind] += 1
-                if kind == "hang":
-                    time.sleep(2.5)  # > --request-timeout 1
-                    return self._send(200, payload)
-                if kind == "drop":
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                    return None
-                self._send(500 if kind in ("500", "poisoned") else 200, payload)
-
-            def _send(self, status: int, payload: bytes) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a hang past its timeout)
-                    pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http.server_address[1]}/v1"
+    def post(self, handler: BaseHTTPRequestHandler) -> None:
+        kind, payload = self.answer(read_json(handler))
+        with self.lock:
+            self.counts[kind] += 1
+        if kind == "hang":
+            time.sleep(2.5)  # > --request-timeout 1
+            return send_json(handler, 200, payload)  # the client gave up already: send_json ignores that
+        if kind == "drop":
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            handler.close_connection = True
+            return None
+        send_json(handler, 500 if kind in ("500", "poisoned") else 200, payload)
 
     def answer(self, body: dict[str, Any]) -> tuple[str, bytes]:
         messages = body["messages"]
@@ -118,14 +91,6 @@ class FaultyServer:
                  "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
         return odd, json.dumps(reply).encode()  # ensure_ascii: lone surrogates travel as \ud800 escapes
 
-    def __enter__(self) -> "FaultyServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
 
 @pytest.mark.slow
 def test_every_rollout_is_done_or_failed_with_its_error_and_a_rerun_completes_them(wh) -> None:
@@ -133,7 +98,8 @@ def test_every_rollout_is_done_or_failed_with_its_error_and_a_rerun_completes_th
         args = ["eval", "--agent", "openai:fake", "--base-url", server.base_url, "--request-timeout", "1",
                 "--split", "val", "--limit", "16", "--max-steps", "3", "--concurrency", "8", "-w", str(wh), "--json"]
         first = run(*args)
-        assert first.returncode == 0, first.stderr
+        # Everything committed, the JSON printed, then exit 1: a script or CI sees that rollouts failed.
+        assert first.returncode == 1, first.stderr
         summary = json.loads(first.stdout)
         rows = query(wh, "select status, error, end_reason from rollouts")
         assert len(rows) == 16 == summary["rollouts"]
@@ -142,6 +108,8 @@ def test_every_rollout_is_done_or_failed_with_its_error_and_a_rerun_completes_th
         assert all(error and "attempts" in error for _, error, _ in failed)  # why, after the retries
         assert len(failed) == summary["failed"] >= len(server.poisoned) > 0
         assert query(wh, "select failed from eval_summary") == [(len(failed),)]
+        assert f"{len(failed)} rollouts failed on backend or user errors" in " ".join(first.stderr.split())
+        assert "Error:" not in first.stderr and "Traceback" not in first.stderr
         assert set(FAULTS) <= set(server.counts) and {"message_string", "surrogates"} <= set(server.counts)
         # Broken Unicode was stored (as U+FFFD), the odd shapes read leniently.
         assert query(wh, "select count(*) > 0 from messages where content like '%\ufffd%'") == [(True,)]
@@ -151,7 +119,7 @@ def test_every_rollout_is_done_or_failed_with_its_error_and_a_rerun_completes_th
 
         server.healed = True
         second = run(*args)
-        assert second.returncode == 0, second.stderr
+        assert second.returncode == 0, second.stderr  # the failed ones re-run successfully: nothing failed now
         assert f"{len(failed)} failed ones to run again" in " ".join(second.stderr.split())
         healed = json.loads(second.stdout)
         assert healed["rollouts"] == 16 and healed["failed"] == 0 and healed["new_rollouts"] == len(failed)
@@ -185,3 +153,47 @@ def test_malformed_200_bodies_are_retried_and_odd_shapes_read(tmp_path) -> None:
         assert isinstance(c.message.get("content"), str)
         assert isinstance(c.prompt_tokens, int) and isinstance(c.completion_tokens, int)
     assert sum(c.error is None for c in results) > 20
+
+
+class RateLimited(FakeOpenAI):
+    """An OpenAI-compatible server that answers every chat completion 429 until `healed`, then a plain reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.healed = False
+        self.requests = 0
+
+    def post(self, handler: BaseHTTPRequestHandler) -> None:
+        read_json(handler)
+        self.requests += 1
+        if self.healed:
+            send_json(handler, 200, completion("I found some hotels for you."))
+        else:
+            send_json(handler, 429, {"error": "rate limited"})
+
+
+@pytest.mark.slow
+def test_a_harvest_whose_rollouts_failed_commits_them_prints_its_summary_and_exits_1(wh) -> None:
+    with RateLimited() as server:
+        args = ["harvest", "--agent", "openai:fake", "--base-url", server.base_url, "--request-timeout", "1",
+                "--split", "val_harvest", "--limit", "2", "--beam", "2", "--max-steps", "2", "-w", str(wh)]
+        first = run(*args)
+        assert first.returncode == 1, first.stderr
+        stderr = " ".join(first.stderr.split())
+        assert "2 rollouts failed on backend or user errors (rollouts.error says why); run the same command again " \
+               "to retry them" in stderr
+        assert "Error:" not in stderr and "Traceback" not in stderr
+        assert ": 2 rollouts on val_harvest" in first.stdout and "datasets: factory sql" in first.stdout
+        rows = query(wh, "select status, error from rollouts")
+        assert len(rows) == 2 and all(s == "failed" and "429" in e and "attempts" in e for s, e in rows)
+        assert query(wh, "select status from runs") == [("done",)]  # the run ended; its rollouts did not
+        check_consistent(wh)
+
+        server.healed = True
+        second = run(*args)
+        assert second.returncode == 0, second.stderr  # the failed ones re-ran and are done: exit 0
+        assert "rollouts failed" not in second.stderr
+        assert query(wh, "select count(*), count(*) filter (status = 'done') from rollouts") == [(2, 2)]
+        third = run(*args)  # nothing left to run, nothing failed
+        assert third.returncode == 0 and "nothing left to run" in " ".join(third.stderr.split()), third.stderr
+        check_consistent(wh)

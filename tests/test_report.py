@@ -199,14 +199,15 @@ def test_two_eval_runs_are_compared_with_the_first(runs, tmp_path):
 
 def test_report_on_the_example_warehouse(tmp_path):
     out = tmp_path / "report"
-    result = run("report", "harvest-fc4f2568d1", "harvest-e257e08a88", "eval-07b3b3198d", "--out", str(out),
+    result = run("report", "harvest-e5961ad826", "harvest-849e68576c", "eval-86130c73c5", "--out", str(out),
                  "-w", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{f}.png" for f in FIGURES)
     tables = page_tables(out)
-    assert [r["run_id"] for r in tables["report_runs"]] == ["harvest-fc4f2568d1", "harvest-e257e08a88",
-                                                             "eval-07b3b3198d"]
-    summary = dict(query(EXAMPLE, "select run_id, nodes from harvest_summary"))
+    assert [r["run_id"] for r in tables["report_runs"]] == ["harvest-e5961ad826", "harvest-849e68576c",
+                                                             "eval-86130c73c5"]
+    summary = dict(query(EXAMPLE, "select run_id, nodes from harvest_summary where run_id in "
+                                  "('harvest-e5961ad826', 'harvest-849e68576c')"))
     assert {r["run_id"]: int(r["nodes"]) for r in tables["report_runs"] if r["kind"] == "harvest"} == summary
 
 
@@ -221,7 +222,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     existing.mkdir()
     (tmp_path / "bad.json").write_text("{not json")
     cases = {("nope",): "unknown run 'nope'",
-             ("harvest-fc4f2568d1", "--out", str(existing)): "exists; pass --force",
+             ("harvest-e5961ad826", "--out", str(existing)): "exists; pass --force",
              ("--loop", str(tmp_path / "missing")): "no loop.json at",
              ("--loop", str(tmp_path / "bad.json")): "is not JSON",
              (): "pass one or more RUN ids"}
@@ -232,7 +233,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         assert message in one_line_error(result), args
         assert not (tmp_path / "new").exists()
     # --force writes into the existing folder
-    result = run("report", "harvest-fc4f2568d1", "--out", str(existing), "--force", "-w", str(copy))
+    result = run("report", "harvest-e5961ad826", "--out", str(existing), "--force", "-w", str(copy))
     assert result.returncode == 0, result.stderr
     assert (existing / "report.html").is_file()
     # a run without rollouts: the report says so and draws nothing

@@ -149,7 +149,7 @@ def test_html_names_every_node_marks_one_golden_path_and_carries_the_messages(ha
 
 def test_show_reads_the_example_warehouse_without_changing_it(tmp_path):
     digest = hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
-    rollout = "harvest-fc4f2568d1/MUL0016.json/0"
+    rollout = "harvest-e5961ad826/MUL0016.json/0"
     result = run("show", rollout, "-w", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
     assert "#0 root" in result.stdout and "★ golden" in result.stdout
@@ -169,11 +169,11 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
              ("show", "harvest-"): "is ambiguous",
              ("show", "--run", "nope", "--task", "MUL0016"): "unknown run 'nope'",
              ("show", "--run", "harvest-empty"): "run harvest-empty has no rollouts",
-             ("show", "--run", "harvest-fc4f2568d1"): "pass --task TASK",
-             ("show", "--run", "harvest-fc4f2568d1", "--task", "MUL9999"): "no rollout of task 'MUL9999'",
-             ("show", "harvest-fc4f2568d1/MUL0016.json/0", "--node", "99"): "has no node 99",
+             ("show", "--run", "harvest-e5961ad826"): "pass --task TASK",
+             ("show", "--run", "harvest-e5961ad826", "--task", "MUL9999"): "no rollout of task 'MUL9999'",
+             ("show", "harvest-e5961ad826/MUL0016.json/0", "--node", "99"): "has no node 99",
              ("show",): "pass a ROLLOUT_ID or --run RUN --task TASK",
-             ("show", "harvest-fc4f2568d1/MUL0016.json/0", "--html", str(tmp_path / "no" / "t.html")):
+             ("show", "harvest-e5961ad826/MUL0016.json/0", "--html", str(tmp_path / "no" / "t.html")):
                  "does not exist"}
     for args, message in cases.items():
         result = run(*args, "-w", str(copy))

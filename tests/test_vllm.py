@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from search.agent import TOOLS_SYSTEM_PROMPT
+from toolwoz.environment import SYSTEM_PROMPT as TOOLS_SYSTEM_PROMPT
 from search.backends.base import Request, SamplingParams
-from factory.rollouts import select_tasks
+from factory.environments import select_tasks
+from toolwoz.environment import ToolWOZ
 from search.josh import branch_seed
 from tests.conftest import check_consistent, free_port, one_line_error, query, run
 from toolwoz.user_rule import RuleUser
@@ -69,7 +70,7 @@ def test_model_without_chat_template_is_a_one_line_error(wh, model_dir, tmp_path
 def _first_turns(env, split: str, n: int) -> list[str]:
     """The rule user's opening message on the first `n` tasks of `split`, as a run with seed 0 starts them."""
     return [RuleUser(t.goal, branch_seed(0, t.task_id, 0, -2)).reply([])
-            for t in select_tasks(env, split, n, None)]
+            for t in select_tasks(ToolWOZ(env), split, n, None)]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def test_writer_creates_schema_and_views_once(tmp_path):
     con.close()
     assert TABLES <= names
     assert set(sql.views_in_order()) <= views
-    assert migrations == [("0001_warehouse",)]
+    assert migrations == [(p.stem,) for p in sorted((sql.ROOT / "schema").glob("*.sql"))]
 
 
 def test_a_current_warehouse_is_not_prepared_again(tmp_path):
@@ -214,3 +214,26 @@ def test_a_reader_gets_in_while_grouped_writes_run(tmp_path):
     assert writer.returncode == 0
     assert len(counts) >= 3 and counts == sorted(counts)
     assert query(path, "select count(*) from rollouts") == [(400,)]
+
+
+def test_a_warehouse_of_before_environments_migrates_on_open(tmp_path):
+    """A warehouse made when 0001 was the only migration: opening it for writing applies 0002 (its eval and
+    harvest runs were ToolWOZ runs; training runs have no environment) and keeps every row."""
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(sql.load("schema/0001_warehouse"))
+    con.execute("CREATE TABLE _factory_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
+    con.execute("INSERT INTO _factory_migrations VALUES ('0001_warehouse', now())")
+    for run_id, kind in (("eval-1", "eval"), ("harvest-1", "harvest"), ("train-1", "train")):
+        con.execute("INSERT INTO runs (run_id, kind, created_at, status, config) VALUES (?, ?, now(), 'done', '{}')",
+                    [run_id, kind])
+    con.execute("INSERT INTO rollouts (rollout_id, run_id, task_id, sample, status, reward, goals_total, goals_done, "
+                "n_nodes, n_steps) VALUES ('harvest-1/t/0', 'harvest-1', 't', 0, 'done', 0.5, 2, 1, 1, 1)")
+    con.close()
+    with warehouse.Writer(str(path)):
+        pass
+    assert query(path, "select run_id, env from runs order by run_id") == [
+        ("eval-1", "toolwoz"), ("harvest-1", "toolwoz"), ("train-1", None)]
+    assert query(path, "select reward, episode_reward from rollouts") == [(0.5, None)]
+    assert query(path, "select count(*) from state_changes") == [(0,)]
+    assert query(path, "select average_reward, goal_reward from run_scores where run_id = 'harvest-1'") == [(0.5, 0.5)]

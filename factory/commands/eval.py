@@ -7,7 +7,7 @@ import dataclasses
 import click
 from rich.table import Table
 
-from factory import default_model, rollouts
+from factory import default_model, environments, rollouts
 from factory.options import check_user, json_option, rollout_options, warehouse_option
 from factory.output import err as console
 from factory.output import out, print_json
@@ -19,11 +19,15 @@ from search.josh import EVALUATION
 @click.pass_context
 def eval_command(ctx: click.Context, agent, base_url, request_timeout, user, user_model, user_base_url, protocol,
                  results, split, limit, task_ids, concurrency, temperature, seed, max_steps, max_new_tokens,
-                 semantics, run_name, multiwoz, warehouse_path, as_json) -> None:
+                 semantics, run_name, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
     """Evaluate an agent: one conversation per task with a simulated user; prints Average Reward and 100% Success.
 
     The same engine as `factory harvest` at beam 1, run until the user ends the conversation. Interrupted
     runs resume when the same command runs again.
+
+    Exit codes: 0 every rollout done; 1 some rollouts failed on backend or user-simulator errors (all committed,
+    said on stderr; the same command again retries them) or an infrastructure failure; 2 a user mistake; 130
+    interrupted (the same command again resumes).
 
     \b
     Example:
@@ -34,26 +38,29 @@ def eval_command(ctx: click.Context, agent, base_url, request_timeout, user, use
     if ctx.invoked_subcommand is not None:
         return
     check_user(user, user_model)
-    agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path,
-                                        console=console)
+    split = split or environments.default_split(env, "eval")
+    rollouts.check_agent(env, agent, protocol)
+    if not rollouts.is_scripted(env, agent):
+        agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path,
+                                            console=console)
     search = dataclasses.replace(EVALUATION, max_steps=max_steps, temperature=temperature,
                                  max_new_tokens=max_new_tokens, semantics=semantics, protocol=protocol, seed=seed,
                                  results=default_model.resolve_results(agent, results, semantics))
     settings = rollouts.build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency)
+                                       concurrency=concurrency, env=env)
     report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=console,
-                              request_timeout_s=request_timeout)
+                              request_timeout_s=request_timeout, taubench_path=taubench_path)
     summary = rollouts.summary("eval_summary", warehouse_path, report)
     if as_json:
         print_json(summary)
-        return
-    out.print(f"run {report.run_id}: {summary['rollouts']} conversations on {split}  "
-              f"Average Reward {summary['average_reward']:.4f}  100% Success {summary['success_rate']:.4f}  "
-              f"({report.new_rollouts} new in {report.seconds:.0f} s, {summary['conversations_per_min']:.1f}/min)")
+    else:
+        out.print(f"run {report.run_id}: {summary['rollouts']} conversations on {split}  "
+                  f"Average Reward {summary['average_reward']:.4f}  100% Success {summary['success_rate']:.4f}  "
+                  f"({report.new_rollouts} new in {report.seconds:.0f} s, {summary['conversations_per_min']:.1f}/min)")
     if summary.get("failed"):
-        console.print(f"[yellow]{summary['failed']} rollouts failed on backend or user errors "
-                      "(rollouts.error says why); run the same command again to retry them[/yellow]")
+        console.print(f"[yellow]{rollouts.failed_message(summary['failed'])}[/yellow]")
+        ctx.exit(rollouts.FAILED_EXIT)
 
 
 @eval_command.command()

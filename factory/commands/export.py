@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from factory import warehouse
+from factory import staging, warehouse
 from factory.errors import UserError
 from factory.options import json_option, warehouse_option
 from factory.output import err, out, print_json
@@ -37,7 +37,9 @@ def export(view_or_query: str, out_dir: Path, params: tuple[tuple[str, str], ...
     """Export a dataset view (sft, kto, dpo, trajectories, ...) or a SELECT query as a Hugging Face dataset:
     Parquet shards plus a README.md card (features, licence, the runs behind the rows, the view's SQL).
 
-    The folder loads with `datasets.load_dataset(FOLDER)`; `--push` uploads it to the Hub.
+    The folder loads with `datasets.load_dataset(FOLDER)`; `--push` uploads it to the Hub. It appears whole or
+    not at all: written in a staging folder beside it (`.FOLDER.export-*`), then put in its place in one step, so
+    a killed export leaves the folder as it was; the next export deletes the staging folders a killed one left.
 
     \b
     Example:
@@ -56,6 +58,7 @@ def export(view_or_query: str, out_dir: Path, params: tuple[tuple[str, str], ...
         token = os.environ.get("HF_TOKEN")
         if not token:
             raise UserError("--push needs a Hub write token in HF_TOKEN (https://huggingface.co/settings/tokens)")
+    staging.clean(out_dir)  # what a killed export left beside --out: an old export put back, staging folders gone
     lib.check_out_dir(out_dir, force)  # before opening the warehouse: the cheapest mistake to report
     columns_shown = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} rows"),
                      TimeElapsedColumn())

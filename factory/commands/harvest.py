@@ -6,7 +6,7 @@ import dataclasses
 
 import click
 
-from factory import default_model, rollouts
+from factory import default_model, environments, rollouts
 from factory.options import check_user, rollout_options, search_option
 from factory.output import err, out, print_json
 from search.josh import HARVEST, PARITY
@@ -43,12 +43,16 @@ def _apply_parity(ctx: click.Context, values: dict[str, str]) -> dict[str, str]:
 @click.pass_context
 def harvest(ctx: click.Context, agent, base_url, request_timeout, user, user_model, user_base_url, protocol, results,
             split, limit, task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name,
-            multiwoz, warehouse_path, as_json, beam, collapse, seed_policy, credit, unrewarded, finish_dialogue, parity,
-            serial, ray_address, ray_workers) -> None:
+            env, multiwoz, taubench_path, warehouse_path, as_json, beam, collapse, seed_policy, credit, unrewarded,
+            finish_dialogue, parity, serial, ray_address, ray_workers) -> None:
     """Harvest JOSH trees: sample every agent turn on several branches, collapse onto the branch that meets a
     goal, and store every branch, message, tool call and reward. The sft, kto and dpo views read them.
 
     Re-running the same command resumes the run; Ctrl-C stops after committing what finished.
+
+    Exit codes: 0 every rollout done; 1 some rollouts failed on backend or user-simulator errors (all committed,
+    said on stderr; the same command again retries them), Ray workers died, or another infrastructure failure;
+    2 a user mistake; 130 interrupted (the same command again resumes).
 
     \b
     Example:
@@ -58,19 +62,23 @@ def harvest(ctx: click.Context, agent, base_url, request_timeout, user, user_mod
         factory sql "select count(*) from sft"
     """
     check_user(user, user_model)
+    split = split or environments.default_split(env, "harvest")
     values = {"semantics": semantics, "seed_policy": seed_policy, "credit": credit, "unrewarded": unrewarded}
     if parity:
         values = _apply_parity(ctx, values)
     if serial:
         concurrency = 1
-    agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path, console=err)
+    rollouts.check_agent(env, agent, protocol)
+    if not rollouts.is_scripted(env, agent):
+        agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path,
+                                            console=err)
     search = dataclasses.replace(HARVEST, beam=beam, max_steps=max_steps, temperature=temperature,
                                  max_new_tokens=max_new_tokens, collapse=collapse, protocol=protocol, seed=seed,
                                  finish_dialogue=finish_dialogue, serial=serial, **values,
                                  results=default_model.resolve_results(agent, results, values["semantics"]))
     settings = rollouts.build_settings("harvest", agent, search, base_url=base_url, user=user, user_model=user_model,
                                        user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency)
+                                       concurrency=concurrency, env=env)
     if temperature == 0 and beam > 1 and settings.backend != "teacher":
         err.print("[yellow]warning: temperature 0 makes every branch alike; JOSH needs sampling[/yellow]")
     if ray_address is not None:
@@ -80,17 +88,21 @@ def harvest(ctx: click.Context, agent, base_url, request_timeout, user, user_mod
                                 address=ray_address or None, workers=ray_workers, request_timeout_s=request_timeout)
     else:
         report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err,
-                                  request_timeout_s=request_timeout)
+                                  request_timeout_s=request_timeout, taubench_path=taubench_path)
     summary = rollouts.summary("harvest_summary", warehouse_path, report)
     if as_json:
         print_json(summary)
+        if summary.get("failed"):
+            err.print(f"[yellow]{rollouts.failed_message(summary['failed'])}[/yellow]")
+            ctx.exit(rollouts.FAILED_EXIT)
         return
     out.print(f"run {report.run_id}: {summary['rollouts']} rollouts on {split}  "
               f"Average Reward {summary['average_reward']:.4f}  100% Success {summary['success_rate']:.4f}  "
               f"nodes {summary['nodes']} (pruned {summary['pruned']})  tool errors {summary['tool_error_rate']:.1%}  "
               f"({report.new_rollouts} new in {report.seconds:.0f} s)")
     if summary.get("failed"):
-        err.print(f"[yellow]{summary['failed']} rollouts failed on backend or user errors "
-                      "(rollouts.error says why); run the same command again to retry them[/yellow]")
+        err.print(f"[yellow]{rollouts.failed_message(summary['failed'])}[/yellow]")
     out.print(f'datasets: factory sql -p run_id {report.run_id} "select count(*) from sft" (also kto, dpo; '
               "-p min_reward 0.01 counts partly rewarded rollouts)")
+    if summary.get("failed"):
+        ctx.exit(rollouts.FAILED_EXIT)

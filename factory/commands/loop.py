@@ -8,12 +8,13 @@ import click
 from rich.table import Table
 
 from factory.loop import LOOP_HARVEST, LoopConfig, LoopResult, run_loop
-from factory.options import (agent_option, json_option, multiwoz_option, results_option, search_option,
-                             warehouse_option)
+from factory.options import (agent_option, env_option, json_option, multiwoz_option, results_option,
+                             search_option, taubench_option, warehouse_option)
 from factory.output import err, out, print_json
 from train.recipes import LOSSES
 
 DEFAULTS = LoopConfig(out=Path("models/loop"))
+HARVEST_SPLITS = {"toolwoz": DEFAULTS.harvest_split, "retail": "train"}  # splits the test tasks are not in
 
 
 @click.command()
@@ -29,9 +30,9 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @click.option("--full", is_flag=True, help="Evaluate on all 450 `test` tasks (the default; overrides --eval-tasks).")
 @click.option("--harvest-tasks", type=click.IntRange(min=1), default=DEFAULTS.harvest_tasks, show_default=True,
               help="Harvest tasks per iteration: the first N, then the next N, ...")
-@click.option("--harvest-split", type=click.Choice(["val_harvest", "synth"]), default=DEFAULTS.harvest_split,
-              show_default=True, help="Where the harvest tasks come from: MultiWOZ's `val_harvest` dialogues (396), "
-                                      "or `synth` (2000 goals sampled from the databases).")
+@click.option("--harvest-split", default=None,
+              help="Where the harvest tasks come from: ToolWOZ's `synth` (2000 goals sampled from the databases; "
+                   "the default) or MultiWOZ's `val_harvest` dialogues (396); τ-bench retail's `train` (500).")
 @search_option("beam", LOOP_HARVEST)
 @search_option("temperature", LOOP_HARVEST, type=click.FloatRange(min=0, min_open=True))
 @search_option("max_steps", LOOP_HARVEST)
@@ -56,18 +57,25 @@ DEFAULTS = LoopConfig(out=Path("models/loop"))
 @click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULTS.concurrency, show_default=True,
               help="Conversations in flight in every rollout stage.")
 @search_option("seed", LOOP_HARVEST, type=int)
+@env_option
 @multiwoz_option
+@taubench_option
 @warehouse_option
 @json_option
 def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_split, beam, temperature, max_steps,
          max_new_tokens, results, sft_epochs, sft_steps, sft_loss, wise_ft, kto_steps, lr, min_reward, concurrency,
-         seed, multiwoz, warehouse_path, as_json) -> None:
+         seed, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests (--harvest-split) with JOSH,
     and is fine-tuned on its golden paths, then given --kto-steps of KTO on golden vs failed siblings (M1); the
-    control M0' gets the same SFT steps on M0's own unfiltered beam-1 rollouts of the same tasks. With --iterations K, M1 then harvests the next tasks and becomes M2
+    control M0' gets the same SFT steps on M0's own unfiltered beam-1 rollouts of the same tasks. With --iterations
+    K, M1 then harvests the next tasks and becomes M2
     (against M1'), and so on. Prints Average Reward and 100% Success of every model on the same test
     tasks with paired-bootstrap intervals for M_k+1 - M_k and M_k+1 - M_k', and each stage's wall time; writes
     loop.json and loop.png. Every rollout stage is a warehouse run: running the loop again resumes them.
+
+    Exit codes: 0 done; 1 a rollout stage had rollouts fail on backend or user-simulator errors (the loop stops
+    there, everything committed; running it again retries them and goes on) or an infrastructure failure; 2 a user
+    mistake; 130 interrupted (running it again resumes).
 
     \b
     Example:
@@ -75,18 +83,24 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
         factory loop --eval-tasks 100 --harvest-tasks 200 --out models/loop-small
         factory loop --iterations 2                           # M1 harvests the next 600 synth tasks -> M2
         factory loop --agent Qwen/Qwen3-0.6B --max-new-tokens 512   # on a GPU
+        factory loop --env retail --agent Qwen/Qwen3-0.6B --harvest-tasks 500   # τ-bench retail, on a GPU
     """
     if beam < 2:
         raise click.BadParameter("the loop compares a JOSH harvest (beam >= 2) with beam-1 control rollouts; at "
                                  "beam 1 both are the same run", param_hint="--beam")
+    if env == "airline":
+        raise click.BadParameter("τ-bench airline has only a test split: a loop would train on the tasks it "
+                                 "evaluates; use --env retail (harvests train, evaluates test)", param_hint="--env")
+    if harvest_split in ("test", "test_full"):
+        raise click.BadParameter("the loop evaluates on `test`: harvest another split", param_hint="--harvest-split")
     cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=agent, iterations=iterations,
                      eval_tasks=None if full else eval_tasks, harvest_tasks=harvest_tasks,
-                     harvest_split=harvest_split, beam=beam,
+                     harvest_split=harvest_split or HARVEST_SPLITS[env], env=env, beam=beam,
                      temperature=temperature, max_steps=max_steps, max_new_tokens=max_new_tokens, results=results,
                      sft_epochs=sft_epochs, sft_steps=sft_steps, sft_loss=sft_loss, wise_ft=wise_ft,
                      kto_steps=kto_steps,
                      learning_rate=lr, min_reward=min_reward, concurrency=concurrency, seed=seed)
-    result = run_loop(cfg, warehouse_path, multiwoz, err)
+    result = run_loop(cfg, warehouse_path, multiwoz, err, taubench_path)
     if as_json:
         print_json(result.__dict__)
         return

@@ -159,14 +159,7 @@ def call(name: str, arguments: str, task_id: str | None, semantics: str, warehou
         factory toolwoz call search_train '{"departure": "cambridge", "destination": "ely", "day": "friday"}'
         factory toolwoz call book_hotel '{"name": "acorn guest house", "day": "monday", "people": "2", "stay": "3"}'
     """
-    try:
-        args = json.loads(arguments)
-    except json.JSONDecodeError as e:
-        raise UserError(f"ARGUMENTS is not JSON ({e.msg} at character {e.pos}); "
-                        "quote it like '{\"area\": \"north\"}'") from e
-    except (ValueError, RecursionError) as e:  # a number too long to read, or absurd nesting
-        raise UserError(f"ARGUMENTS is not usable JSON ({str(e).split(';')[0] or type(e).__name__}); "
-                        "pass a flat object like '{\"area\": \"north\"}'") from e
+    args = parse_arguments(arguments)
     if semantics == "fixed" and name not in TOOL_NAMES:
         raise UserError(f"unknown tool {name!r}; the tools are {', '.join(TOOL_NAMES)}")
     with warehouse.opened(warehouse_path, read_only=True) as con:
@@ -220,6 +213,18 @@ def show(task_id: str, lines: int, multiwoz: str | None, warehouse_path: str, as
         out.print("\n[bold]Human dialogue[/bold]")
         for turn in dialogue:
             out.print(f"  {turn['role']:>6}: {turn['text']}", highlight=False)
+
+
+def parse_arguments(arguments: str) -> Any:
+    """A tool call's ARGUMENTS as typed on the command line (JSON), or a one-line error."""
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError as e:
+        raise UserError(f"ARGUMENTS is not JSON ({e.msg} at character {e.pos}); "
+                        "quote it like '{\"area\": \"north\"}'") from e
+    except (ValueError, RecursionError) as e:  # a number too long to read, or absurd nesting
+        raise UserError(f"ARGUMENTS is not usable JSON ({str(e).split(';')[0] or type(e).__name__}); "
+                        "pass a flat object like '{\"area\": \"north\"}'") from e
 
 
 def _human_turns(path: str | None, task_id: str, n: int, warn: Callable[[str], None]) -> list[dict[str, str]]:

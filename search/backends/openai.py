@@ -1,12 +1,13 @@
 """An OpenAI-compatible chat-completions endpoint as a `Backend` (OpenAI, vLLM, `transformers serve`, ...).
 
 Requests go out concurrently under a semaphore; connection errors, timeouts (`timeout_s`, the CLI's
-`--request-timeout`), dropped connections, 429, 5xx and malformed 200 bodies (not JSON, no `choices`) are
-retried with exponential backoff, and a request that still fails becomes a `Completion` with `error` set (a
-failed branch, and so a `failed` rollout that a re-run retries; never an exception). Odd but usable shapes are
-read leniently: a `message` that is a string is its content, content given as a list of text parts is joined,
-a `usage` that is not an object or token counts that are not numbers count as 0. Tool calls come back as `tool_calls` or as raw `<tool_call>` text in `content` (a server
-whose tokenizer has no response template), and both end up as the same assistant message.
+`--request-timeout`: a deadline for the whole request, however slowly the answer comes), dropped connections,
+429, 5xx and malformed 200 bodies (not JSON, no `choices`) are retried with exponential backoff, and a request
+that still fails becomes a `Completion` with `error` set (a failed branch, and so a `failed` rollout that a re-run
+retries; never an exception). Odd but usable shapes are read leniently: a `message` that is a string is its
+content, content given as a list of text parts is joined, a `usage` that is not an object or token counts that
+are not numbers count as 0. Tool calls come back as `tool_calls` or as raw `<tool_call>` text in `content` (a
+server whose tokenizer has no response template), and both end up as the same assistant message.
 
 `transformers serve` notes (`shared/notes/stack-checks.md` §1): it only samples when the model's
 `generation_config.json` has `do_sample=True` (or pass `extra_body={"generation_config": json.dumps({...})}`);
@@ -141,7 +142,12 @@ class OpenAIBackend:
             delay = self.backoff_s * 2**attempt
             try:
                 async with semaphore:
-                    response = await client.post("/chat/completions", json=body)
+                    # A deadline for the whole request: httpx's timeout bounds each read, and a server that
+                    # drips a byte at a time never trips it. Cut here, httpx closes the connection.
+                    async with asyncio.timeout(self.timeout_s):
+                        response = await client.post("/chat/completions", json=body)
+            except TimeoutError:
+                error = f"TimeoutError: no complete response within {self.timeout_s:g} s"
             except httpx.HTTPError as e:  # connection refused, reset or dropped, timeouts, undecodable bodies
                 error = f"{type(e).__name__}: {str(e) or 'transport error'}"
             else:

@@ -13,6 +13,7 @@ tokens_per_run AS (
 )
 SELECT
     r.run_id,                                                   -- the harvest run
+    r.env,                                                      -- toolwoz | retail | airline
     r.agent_model,                                              -- the agent
     r.split,                                                    -- task split
     r.beam_size AS beam,                                        -- JOSH beam width
@@ -20,6 +21,7 @@ SELECT
     s.rollouts,                                                 -- rollouts committed
     s.average_reward,                                           -- Average Reward
     s.success_rate,                                             -- 100% Success Rate
+    s.goal_reward,                                              -- mean share of goals credited (JOSH's turns)
     coalesce(n.nodes, 0) AS nodes,                              -- tree nodes stored (pruned ones too)
     coalesce(n.pruned, 0) AS pruned,                            -- branches cut by a collapse
     coalesce(n.golden, 0) AS golden,                            -- nodes on golden paths

@@ -1,0 +1,2 @@
+-- domain_info: the policy text, tool schemas and rules of one built domain
+SELECT wiki, tools, rules FROM taubench_domains WHERE domain = $domain
