@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -259,9 +258,7 @@ def test_unreachable_endpoint_is_a_completion_error():
         finally:
             await client.aclose()
 
-    start = time.monotonic()
-    completions = asyncio.run(run())
-    assert time.monotonic() - start < 5
+    completions = asyncio.run(run())  # refused connections: the retries' backoff only, never the 2 s timeout
     for c in completions:
         assert c.finish_reason == "error" and "after 3 attempts" in c.error
         assert c.message == {"role": "assistant", "content": ""}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import signal
 import subprocess
 import time
@@ -77,19 +78,32 @@ def test_sql_param_without_query_is_a_user_mistake(small) -> None:
 
 # -- 5. locks, dead writers, SIGTERM ----------------------------------------------------------------------------
 
+def _read_until(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    """What the process wrote to stdout up to and including `text` (fails after `timeout` s without it)."""
+    seen, deadline = "", time.monotonic() + timeout
+    while text not in seen:
+        ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"no {text!r} within {timeout} s: {seen[-500:]!r}"
+        chunk = os.read(proc.stdout.fileno(), 4096).decode(errors="replace")
+        assert chunk, f"stdout closed before {text!r}: {seen[-500:]!r}"
+        seen += chunk
+    return seen
+
+
 def test_an_open_prompt_never_locks_a_writer_out(small) -> None:
     leader, follower = pty.openpty()  # a terminal: the prompt only opens on one
     proc = subprocess.Popen([*FACTORY, "sql", "-w", str(small)], stdin=follower, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        os.write(leader, b"select count(*) as n from runs\n")
-        time.sleep(3)  # the prompt has answered and waits for the next line
+        os.write(leader, b"select count(*) as n, 424242 as marker from runs\n")
+        answered = _read_until(proc, "424242")  # the prompt has answered and waits for the next line
         assert proc.poll() is None
         writer = warehouse.Writer(small, "test", wait_s=0)
         with writer:
             writer.append({}, statements=[("UPDATE runs SET status = 'done'", [])])
         os.write(leader, b".quit\n")
         out, _ = proc.communicate(timeout=60)
+        out = answered + out
     finally:
         if proc.poll() is None:
             proc.kill()

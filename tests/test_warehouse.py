@@ -180,8 +180,8 @@ def test_a_failed_group_commits_nothing_of_it_and_stops_the_harvest(tmp_path):
             with writer.grouped(max_delay_s=0.2) as group:
                 group.append({"rollouts": [_rollout(1)]})
                 group.append({"rollouts": [{"rollout_id": "broken"}]})  # NOT NULL columns missing
-                time.sleep(0.5)
-                group.append({"rollouts": [_rollout(2)]})  # the failure surfaces here at the latest
+                # the failure surfaces here (its group failed already) or at the exit (rollout 2 joined that group)
+                group.append({"rollouts": [_rollout(2)]})
     assert query(path, "select count(*) from rollouts") == [(0,)]
 
 
@@ -191,29 +191,36 @@ def test_a_reader_gets_in_while_grouped_writes_run(tmp_path):
     path = tmp_path / "w.duckdb"
     with warehouse.Writer(path, "test"):
         pass
+    stop = tmp_path / "stop"
+    # The writer appends until the reader has seen three different counts (synchronised on rows, not on time).
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
+        import os, time
         from factory.warehouse import Writer
         from tests.test_warehouse import _rollout
+        i = 0
         with Writer({str(path)!r}, "factory harvest") as w, w.grouped(max_delay_s=0.1) as group:
             print("writing", flush=True)
-            for i in range(400):
+            while not os.path.exists({str(stop)!r}) and i < 100_000:
                 group.append({{"rollouts": [_rollout(i)]}})
+                i += 1
                 time.sleep(0.01)
+        print(i, flush=True)
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "writing"
         counts = []
-        while writer.poll() is None:
+        while len(set(counts) - {0}) < 3 and writer.poll() is None:
             con = warehouse.connect(path, read_only=True)
             counts.append(con.execute("select count(*) from rollouts").fetchall()[0][0])
             con.close()
-            time.sleep(0.05)
+        stop.touch()
+        appended = int(writer.stdout.readline())
     finally:
+        stop.touch()
         writer.wait()
     assert writer.returncode == 0
-    assert len(counts) >= 3 and counts == sorted(counts)
-    assert query(path, "select count(*) from rollouts") == [(400,)]
+    assert len(set(counts) - {0}) >= 3 and counts == sorted(counts)
+    assert query(path, "select count(*) from rollouts") == [(appended,)]
 
 
 def test_a_warehouse_of_before_environments_migrates_on_open(tmp_path):
