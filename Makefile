@@ -48,7 +48,7 @@ example: install
 	rm -f $(BUILT) $(BUILT).wal $(BUILT).lock
 	$(VENV)/bin/factory sql -w $(EXAMPLE) "select * from harvest_summary"
 
-# The M0 the package ships (factory/m0): `factory model bootstrap` with the budget in factory/bootstrap.py, in a
+# The M0 the package ships (factory/m0): `factory model bootstrap` with the budget in factory/jobs/bootstrap.py, in a
 # scratch home and warehouse (about 20 minutes on 2 cores). `factory model bootstrap --force` makes a user's own.
 M0_BUILD ?= /tmp/josh-factory-m0
 m0: install

@@ -14,7 +14,7 @@ rule user, beam B, temperature 1.0, the same `max_new_tokens` everywhere. Compar
 4. raw batched `generate`: the no-reuse harvest's batches replayed through plain `model.generate` (left
    padding, every row generating `max_new_tokens`), generated tokens/s against the harvest's;
 5. tool time and warehouse write time as shares of wall time (`write share`: the busy time of the writer
-   thread of `factory.warehouse.Writer.grouped`, which commits every group of ready rollouts in one
+   thread of `factory.store.Writer.grouped`, which commits every group of ready rollouts in one
    transaction, as `factory harvest` does), peak RSS and the load average. Timings are printed, never asserted.
 `--agent forced` replaces sampling by teacher forcing: the rule-based teacher picks every assistant turn and
 the model runs its tokens (prefill + one decode step per token), so contexts, cache hits and stopping are
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from factory.warehouse import Writer
+from factory.store.writer import Writer
 from search.ahead import AheadBackend
 from search.backends.base import Completion, Request
 from search.backends.decoding import Row
@@ -55,8 +55,8 @@ from search.backends.teacher import TeacherBackend
 from search.backends.transformers import BackendStats, TransformersBackend
 from search.josh import HARVEST, Rollout, RolloutResult, SearchConfig, branch_seed
 from search.runner import ToolRunner, max_batch, run_all
-from toolwoz.environment import ToolWOZ
 from toolwoz import multiwoz, tables
+from toolwoz.environment import ToolWOZ
 from toolwoz.tasks import Task
 from toolwoz.tools import ToolEnv
 from toolwoz.user_rule import RuleUser
@@ -393,7 +393,7 @@ def main() -> None:
     parser.add_argument("--skip-raw", action="store_true", help="no raw generate replay")
     args = parser.parse_args()
 
-    from factory.default_model import location
+    from factory.jobs.default_model import location
 
     env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(args.multiwoz)))
     tasks = sorted((t for t in env.tasks.values() if args.split in t.splits), key=lambda t: t.task_id)[:args.tasks]

@@ -31,8 +31,8 @@ from search.josh import SearchConfig, run_rollout
 from search.ray_local import RayRecord, stop_leftovers
 from search.runner import ToolRunner
 from toolwoz import tables
-from toolwoz.tasks import Task
 from toolwoz.environment import ToolWOZ
+from toolwoz.tasks import Task
 from toolwoz.tools import ToolEnv
 from toolwoz.values import storable
 
@@ -82,7 +82,7 @@ class WorkerLost:
 
 
 def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows as an Arrow table with the union of their keys, built as `factory.warehouse.to_arrow` builds it
+    """Rows as an Arrow table with the union of their keys, built as `factory.store.to_arrow` builds it
     (column by column), so the driver writes the very values a local harvest writes."""
     keys = dict.fromkeys(k for row in rows for k in row)
     try:

@@ -19,8 +19,8 @@ from search.backends.base import Completion, Request
 from search.batching import MicroBatcher
 from search.josh import Rollout, RolloutResult, SearchConfig
 from search.runner import ToolRunner, max_batch, run_all
-from toolwoz.environment import ToolWOZ
 from toolwoz.audit import fixed_oracle_calls
+from toolwoz.environment import ToolWOZ
 from toolwoz.user_rule import RuleUser
 
 TIMINGS = {"started_at", "finished_at", "latency_ms", "latency_us"}
@@ -101,7 +101,7 @@ def test_requests_ahead_with_the_shipped_m0_are_taken_and_change_nothing(env):
     """The transformers backend (prefix cache, per-row seeds) and a model that calls tools, so siblings wait
     at the barrier: guesses are requested and taken, and the rows are those of the harvest without them (how
     much fuller the batches are: bench/harvest.py)."""
-    from factory.default_model import SHIPPED
+    from factory.jobs.default_model import SHIPPED
     from search.backends.transformers import TransformersBackend
 
     tasks = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[:4]

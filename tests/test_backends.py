@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from search.backends.base import BackendError, Request, SamplingParams
-from toolwoz.schemas import tool_schemas
 from tests.conftest import free_port
+from toolwoz.schemas import tool_schemas
 
 SYSTEM = {"role": "system", "content": "You are a Cambridge travel agent."}
 USERS = ["I need a train to cambridge on monday.", "Find me a cheap hotel in the east with free parking please.",

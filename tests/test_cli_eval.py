@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from factory.store.writer import Writer
 from tests.conftest import FACTORY, check_consistent, one_line_error, query, run, wait_for_rollouts
 
 
@@ -88,20 +89,21 @@ def test_ctrl_c_stops_cleanly_and_a_second_writer_is_refused(wh):
 def test_a_stop_that_duckdb_swallows_still_stops_the_commits(wh):
     # A signal during a query: DuckDB turns the handler's KeyboardInterrupt into RuntimeError("Query
     # interrupted"), which a rollout would keep as a failed tool call. The request is remembered all the same.
-    from factory import errors, rollouts, warehouse
+    from factory import signals
+    from factory.jobs import rollouts
 
-    previous = signal.signal(signal.SIGUSR1, errors.stop_requested)
+    previous = signal.signal(signal.SIGUSR1, signals.stop_requested)
     try:
         con = duckdb.connect()
         threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
         with pytest.raises(RuntimeError, match="interrupted"):
             con.execute("select count(*) from range(10000000000) t(x) where x % 7 = 3").fetchall()
-        assert errors.STOP_REQUESTED.is_set()
-        with warehouse.Writer(str(wh)) as writer, pytest.raises(KeyboardInterrupt):
+        assert signals.STOP_REQUESTED.is_set()
+        with Writer(str(wh)) as writer, pytest.raises(KeyboardInterrupt):
             rollouts.commit(writer, {"rollouts": [{"rollout_id": "r-1"}]}, "r-1", set())
         assert query(wh, "select count(*) from rollouts") == [(0,)]
     finally:
-        errors.STOP_REQUESTED.clear()
+        signals.STOP_REQUESTED.clear()
         signal.signal(signal.SIGUSR1, previous)
 
 

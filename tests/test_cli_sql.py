@@ -8,7 +8,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from factory import warehouse
+from factory.store.writer import Writer
 from tests.conftest import one_line_error, run
 
 
@@ -16,7 +16,7 @@ from tests.conftest import one_line_error, run
 def wh(tmp_path):
     """A warehouse with the schema and two runs' worth of rollouts, written through the real writer."""
     path = tmp_path / "w.duckdb"
-    with warehouse.Writer(path, "test") as writer:
+    with Writer(path, "test") as writer:
         for run_id, rewards in (("eval-a", [1.0, 0.5, 0.0]), ("eval-b", [1.0, 1.0, 0.5])):
             writer.append({"runs": [{"run_id": run_id, "kind": "eval", "created_at": "2026-01-01 00:00:00",
                                      "status": "done", "config": "{}", "agent_model": "teacher", "split": "val"}],

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import MULTIWOZ_DIR, one_line_error, run
 
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Path:
     """A warehouse built once by `factory toolwoz build`."""

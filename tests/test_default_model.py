@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from factory import default_model
 from factory.errors import UserError
-from factory.folders import staging_dir
+from factory.jobs import default_model
+from factory.jobs.training import check_model, resolve_model
 from factory.output import err
-from factory.training import check_model, resolve_model
+from factory.store.folders import staging_dir
 
 
 @pytest.fixture()
@@ -86,7 +86,7 @@ def _as_shipped(model_dir, folder, budget) -> None:
 def test_the_shipped_m0_is_installed_when_its_budget_is_todays(home, model_dir, tmp_path, monkeypatch):
     import dataclasses
 
-    from factory.bootstrap import BUDGET
+    from factory.jobs.bootstrap import BUDGET
 
     _as_shipped(model_dir, tmp_path / "m0", dataclasses.asdict(BUDGET))
     monkeypatch.setattr(default_model, "SHIPPED", tmp_path / "m0")
@@ -102,7 +102,7 @@ def test_the_shipped_m0_is_installed_when_its_budget_is_todays(home, model_dir, 
 def test_a_shipped_m0_of_another_budget_is_not_used(home, model_dir, tmp_path, monkeypatch):
     import dataclasses
 
-    from factory.bootstrap import BUDGET
+    from factory.jobs.bootstrap import BUDGET
 
     _as_shipped(model_dir, tmp_path / "m0", dataclasses.asdict(dataclasses.replace(BUDGET, steps=7)))
     monkeypatch.setattr(default_model, "SHIPPED", tmp_path / "m0")
@@ -113,12 +113,12 @@ def test_a_shipped_m0_of_another_budget_is_not_used(home, model_dir, tmp_path, m
 
 
 def test_the_package_ships_the_m0_of_todays_budget():
-    """factory/m0 is what `make m0` (`factory model bootstrap`) made with the budget in factory/bootstrap.py."""
+    """factory/m0 is what `make m0` (`factory model bootstrap`) made with the budget in factory/jobs/bootstrap.py."""
     import dataclasses
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from factory.bootstrap import BUDGET
+    from factory.jobs.bootstrap import BUDGET
     from train.tiny_model import DEFAULT_VOCAB, RESULTS
 
     assert default_model.shipped() == default_model.SHIPPED, "factory/m0 is missing or stale: run `make m0`"

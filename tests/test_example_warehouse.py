@@ -13,7 +13,7 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from factory import warehouse
+from factory.store import warehouse
 from tests.conftest import ROOT, query, run
 
 EXAMPLE = ROOT / "warehouse.duckdb.example"

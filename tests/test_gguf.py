@@ -89,8 +89,9 @@ def test_chatml_models_that_ignore_tools_get_chatml_with_tools():
 
 
 def test_chatml_tools_renders_tools_marks_assistant_turns_and_round_trips_calls():
-    from toolwoz.schemas import tool_schemas
     from transformers.utils.chat_template_utils import render_jinja_template
+
+    from toolwoz.schemas import tool_schemas
 
     tools = tool_schemas()
     (text,), (spans,) = render_jinja_template([CONVERSATION], tools=tools, chat_template=chatml_tools(),
@@ -134,7 +135,7 @@ def test_the_assistant_mask_trl_trains_on_is_the_assistant_turns():
 
 
 def test_a_folder_with_a_chatml_template_that_ignores_tools_gets_it_too(tmp_path):
-    from factory import models
+    from factory.jobs import models
 
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": SMOLLM2_TEMPLATE}))
     assert models.own_template(str(tmp_path)) == SMOLLM2_TEMPLATE
@@ -262,11 +263,12 @@ def test_smollm2_eval_through_the_cli(smol):
 @pytest.mark.slow
 @needs_smollm2
 def test_smollm2_sft_saves_a_plain_folder_that_loads_back(smol):
-    from factory import models
-    from search.backends.base import Request, SamplingParams
-    from search.backends.transformers import TransformersBackend
     import torch
     from gguf import GGUFReader
+
+    from factory.jobs import models
+    from search.backends.base import Request, SamplingParams
+    from search.backends.transformers import TransformersBackend
 
     out = smol["root"] / "smol-sft"
     result = run("train", "sft", "--model", str(SMOLLM2), "--run", smol["teacher"], "--out", str(out),

@@ -82,8 +82,8 @@ def cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_scan_sees_the_project() -> None:
     edges = graph()
-    assert {"factory.cli", "factory.rollouts", "search.josh", "train.sft", "toolwoz.tools"} <= set(edges)
-    assert "factory.runs" in edges["factory.rollouts"]
+    assert {"factory.cli", "factory.jobs.rollouts", "search.josh", "train.sft", "toolwoz.tools"} <= set(edges)
+    assert "factory.store.runs" in edges["factory.jobs.rollouts"]
 
 
 def test_no_import_cycle() -> None:
@@ -99,3 +99,21 @@ def test_packages_import_one_way() -> None:
 def test_cycle_finder_finds_one() -> None:
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
+
+
+# factory/'s floors, bottom up: a module imports its own floor or those below (factory/__init__, errors, signals
+# and output are the ground floor).
+FLOORS = ("ground", "store", "present", "jobs", "cli")
+
+
+def floor(module: str) -> int:
+    parts = module.split(".")
+    return FLOORS.index(parts[1]) if len(parts) > 2 and parts[1] in FLOORS else 0
+
+
+def test_factory_floors_import_only_down() -> None:
+    edges = graph()
+    assert {floor(m) for m in edges if m.startswith("factory.")} == set(range(len(FLOORS))), "a floor is empty"
+    up = sorted((m, t) for m, targets in edges.items() if m.startswith("factory")
+                for t in targets if t.startswith("factory") and floor(t) > floor(m))
+    assert up == []

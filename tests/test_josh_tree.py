@@ -19,8 +19,8 @@ from search.backends.base import Completion, Request
 from search.batching import MicroBatcher
 from search.josh import PARITY, SearchConfig, run_rollout
 from search.runner import ToolRunner, max_batch, run_all
-from toolwoz.environment import ToolWOZ
 from toolwoz.audit import fixed_oracle_calls
+from toolwoz.environment import ToolWOZ
 
 
 class CoinAgent:

@@ -14,13 +14,14 @@ import time
 from http.server import BaseHTTPRequestHandler
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from search.josh import USER_READS, user_view
 from tests.conftest import check_consistent, query, run
 from tests.fake_openai import FakeOpenAI, completion, read_json, send_json
-from toolwoz.user_rule import QUESTION_CUES, RuleUser, _questions, asked_slots
 from tests.test_user_rule import GOAL
+from toolwoz.user_rule import QUESTION_CUES, RuleUser, _questions, asked_slots
 
 MEGABYTE = 1_000_000
 WORDS = ("which", "area", "price", "what time", "how many", "people", "day", "stay", "x", "İ", "ß", "\n", " ")

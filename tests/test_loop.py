@@ -15,7 +15,7 @@ import shutil
 import pytest
 from transformers import AutoModelForCausalLM
 
-from factory import bootstrap
+from factory.jobs import bootstrap
 from factory.output import err
 from tests.conftest import MULTIWOZ_DIR, mark_deepest_golden, one_line_error, query, run
 

@@ -156,13 +156,13 @@ def local_ray():
 def test_worker_pool_returns_arrow_rows_equal_to_a_local_rollout(local_ray, env):
     from functools import partial
 
-    from factory.warehouse import to_arrow
+    from factory.store.writer import to_arrow
     from search.backends import load_backend
     from search.josh import SearchConfig, branch_seed, run_rollout
     from search.ray_runner import Finished, Job, WorkerPool, WorkerSetup
     from search.runner import ToolRunner
-    from toolwoz.environment import ToolWOZ
     from toolwoz import tables
+    from toolwoz.environment import ToolWOZ
     from toolwoz.user_rule import RuleUser
 
     search = SearchConfig(beam=4, max_steps=6, temperature=1.0)

@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 import sql
-from factory import warehouse
 from factory.errors import WarehouseBusy
+from factory.store.writer import Writer
 from tests.conftest import FACTORY, check_consistent, one_line_error, query, run, wait_for_rollouts
 
 
@@ -26,7 +26,7 @@ from tests.conftest import FACTORY, check_consistent, one_line_error, query, run
 def small(tmp_path) -> Path:
     """A warehouse with the schema and one run, written through the real writer."""
     path = tmp_path / "w.duckdb"
-    with warehouse.Writer(path, "test") as writer:
+    with Writer(path, "test") as writer:
         writer.append({"runs": [{"run_id": "eval-a", "kind": "eval", "created_at": "2026-01-01 00:00:00",
                                  "status": "done", "config": "{}", "agent_model": "teacher", "split": "val"}]})
     return path
@@ -47,7 +47,7 @@ def test_toolwoz_call_with_hostile_arguments_is_one_line_exit_2(template, argume
 
 
 def test_writer_stores_lone_surrogates_as_replacement_characters(small) -> None:
-    with warehouse.Writer(small, "test") as writer:
+    with Writer(small, "test") as writer:
         writer.append({"rollouts": [{"rollout_id": "eval-a/T\ud800/0", "run_id": "eval-a", "task_id": "T\ud800",
                                      "sample": 0, "status": "done", "error": "bad \udfff", "n_nodes": 0, "reward": 0.0,
                                      "goals_total": 1, "goals_done": 0, "n_steps": 0}]})
@@ -98,7 +98,7 @@ def test_an_open_prompt_never_locks_a_writer_out(small) -> None:
         os.write(leader, b"select count(*) as n, 424242 as marker from runs\n")
         answered = _read_until(proc, "424242")  # the prompt has answered and waits for the next line
         assert proc.poll() is None
-        writer = warehouse.Writer(small, "test", wait_s=0)
+        writer = Writer(small, "test", wait_s=0)
         with writer:
             writer.append({}, statements=[("UPDATE runs SET status = 'done'", [])])
         os.write(leader, b".quit\n")
@@ -113,7 +113,7 @@ def test_an_open_prompt_never_locks_a_writer_out(small) -> None:
 
 
 def test_sql_write_takes_the_writer_lock(small) -> None:
-    with warehouse.Writer(small, "factory harvest --test"):
+    with Writer(small, "factory harvest --test"):
         result = run("sql", "--write", "-w", str(small), "delete from runs")
         assert result.returncode == 2 and "factory harvest --test" in one_line_error(result)
     assert query(small, "select count(*) from runs") == [(1,)]
@@ -125,7 +125,7 @@ def test_sql_write_takes_the_writer_lock(small) -> None:
         while not Path(f"{small}.lock").read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         with pytest.raises(WarehouseBusy, match="factory sql --write"):
-            with warehouse.Writer(small, "test"):
+            with Writer(small, "test"):
                 pass
     finally:
         proc.kill()

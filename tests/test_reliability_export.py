@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from factory import warehouse
+from factory.store.writer import Writer
 from tests.conftest import FACTORY, run
 
 ROWS = 240  # one row per shard (--shard-rows 1): a kill can land between any two shards
@@ -40,7 +40,7 @@ ALWAYS_REACHED = list(POINTS)[1:]  # before the card, which waits for `datasets`
 def source(tmp_path_factory) -> Path:
     """A warehouse with one run of ROWS rollouts, written through the real writer."""
     path = tmp_path_factory.mktemp("export-kills") / "w.duckdb"
-    with warehouse.Writer(path, "test") as writer:
+    with Writer(path, "test") as writer:
         writer.append({"runs": [{"run_id": "eval-a", "kind": "eval", "created_at": "2026-01-01 00:00:00",
                                  "status": "done", "config": "{}", "agent_model": "teacher", "split": "val"}],
                        "rollouts": [{"rollout_id": f"eval-a/T{i:04d}.json/0", "run_id": "eval-a",
@@ -168,7 +168,7 @@ def test_an_old_export_moved_aside_comes_back_and_a_living_staging_folder_stays(
 def test_replacing_keeps_other_files_and_leaves_no_staging(tmp_path, monkeypatch, exchange) -> None:
     """`staging.replacing` over a folder holding an older card and shards and someone's notes, by renameat2's
     exchange and by the fallback a system without it takes (the exchange reported unsupported)."""
-    from factory import staging
+    from factory.store import staging
 
     if not exchange:
         monkeypatch.setattr(staging, "_exchange", lambda a, b: False)

@@ -1,6 +1,6 @@
 """Reliability of `factory sql` (issue 25): `-o` never writes the warehouse or a companion file of it, by any
 spelling and in any format, and replaces an existing file only with --force; the read-only sandbox runs exactly the
-statements its rule allows (factory/sandbox.py) and refuses the rest with one line, exit 2. After every attempt the
+statements its rule allows (factory/store/sandbox.py) and refuses the rest with one line, exit 2. After every attempt the
 warehouse's sha256 is what it was.
 
 Most cases call the command in this process (click's runner: the same command code, a few ms each); the first
@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from factory import warehouse
 from factory.cli import cli
+from factory.store.writer import Writer
 from tests.conftest import one_line_error, run
 
 
@@ -28,7 +28,7 @@ from tests.conftest import one_line_error, run
 def one_run(tmp_path_factory) -> Path:
     """A warehouse with the schema and one run, written through the real writer (closed: checkpointed, no .wal)."""
     path = tmp_path_factory.mktemp("one-run") / "w.duckdb"
-    with warehouse.Writer(path, "test") as writer:
+    with Writer(path, "test") as writer:
         writer.append({"runs": [{"run_id": "eval-a", "kind": "eval", "created_at": "2026-01-01 00:00:00",
                                  "status": "done", "config": "{}", "agent_model": "teacher", "split": "val"}]})
     return path

@@ -11,7 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from factory import plots, rollouts
+from factory.present import plots
+from factory.store import runs as run_lib
 from tests import browser
 from tests.conftest import one_line_error, query, run
 
@@ -158,10 +159,10 @@ def test_report_numbers_are_the_views_numbers(runs, tmp_path):
 def test_loop_report_rereads_scores_and_intervals(runs, tmp_path):
     wh, ids = runs
     evals = {m: ids[m] for m in ("M0", "M0'", "M1")}
-    # the shape factory/loop.py writes (LoopResult), from the functions the loop uses
+    # the shape factory/jobs/loop.py writes (LoopResult), from the functions the loop uses
     loop = {"config": {"seed": 0}, "runs": {f"eval {m}": r for m, r in evals.items()},
-            "scores": {m: rollouts.run_summary("eval_summary", str(wh), r) for m, r in evals.items()},
-            "comparisons": {f"M1 - {o}": rollouts.compare(str(wh), evals["M1"], evals[o], seed=0)
+            "scores": {m: run_lib.run_summary("eval_summary", str(wh), r) for m, r in evals.items()},
+            "comparisons": {f"M1 - {o}": run_lib.compare(str(wh), evals["M1"], evals[o], seed=0)
                             for o in ("M0", "M0'")}}
     loop_dir = tmp_path / "loop"
     loop_dir.mkdir()
@@ -192,7 +193,7 @@ def test_two_eval_runs_are_compared_with_the_first(runs, tmp_path):
     result = run("report", ids["M0"], ids["M1"], "--out", str(out), "-w", str(wh))
     assert result.returncode == 0, result.stderr
     (row,) = page_tables(out)["loop_comparisons"]
-    expected = rollouts.compare(str(wh), ids["M1"], ids["M0"])
+    expected = run_lib.compare(str(wh), ids["M1"], ids["M0"])
     assert row["comparison"] == f"{ids['M1']} - {ids['M0']}"
     assert number(row["diff"]) == expected["diff"] and number(row["low"]) == expected["low"]
 

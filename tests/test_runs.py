@@ -12,8 +12,9 @@ import json
 
 import pytest
 
-from factory import rollouts, runs
-from factory.runs import RunSettings
+from factory.jobs import rollouts
+from factory.store import runs
+from factory.store.runs import RunSettings
 from search.josh import EVALUATION, HARVEST, PARITY, SearchConfig
 from tests.conftest import query, run
 

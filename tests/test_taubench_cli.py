@@ -12,8 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (FACTORY, ROOT, SHARED, build_warehouse, check_consistent, copy_warehouse, one_line_error,
-                            query, run, wait_for_rollouts)
+from tests.conftest import (
+    FACTORY,
+    ROOT,
+    SHARED,
+    build_warehouse,
+    check_consistent,
+    copy_warehouse,
+    one_line_error,
+    query,
+    run,
+    wait_for_rollouts,
+)
 
 TAUBENCH = SHARED / "taubench"
 HARVEST = ("harvest", "--env", "retail", "--agent", "oracle", "--temperature", "1", "--beam", "8")

@@ -5,8 +5,17 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toolwoz.values import (EMPTY_VALUES, canonical, clean, contains_clean, format_time, is_empty, is_subset,
-                            normalise, parse_time)
+from toolwoz.values import (
+    EMPTY_VALUES,
+    canonical,
+    clean,
+    contains_clean,
+    format_time,
+    is_empty,
+    is_subset,
+    normalise,
+    parse_time,
+)
 
 PARAMS = ("leaveAt", "arriveBy", "time", "name", "food", "day", "people")
 # Text that might be a time ("9:05", " 09 . 05", "24:59") mixed with arbitrary text.

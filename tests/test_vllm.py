@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from toolwoz.environment import SYSTEM_PROMPT as TOOLS_SYSTEM_PROMPT
+from factory.jobs.environments import select_tasks
 from search.backends.base import Request, SamplingParams
-from factory.environments import select_tasks
-from toolwoz.environment import ToolWOZ
 from search.josh import branch_seed
 from tests.conftest import check_consistent, free_port, one_line_error, query, run
-from toolwoz.user_rule import RuleUser
+from toolwoz.environment import SYSTEM_PROMPT as TOOLS_SYSTEM_PROMPT
+from toolwoz.environment import ToolWOZ
 from toolwoz.schemas import tool_schemas
+from toolwoz.user_rule import RuleUser
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed in this venv; `make test-vllm` runs "

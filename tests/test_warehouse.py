@@ -11,8 +11,9 @@ import duckdb
 import pytest
 
 import sql
-from factory import rollouts, warehouse
 from factory.errors import UserError, WarehouseBusy
+from factory.store import runs, warehouse
+from factory.store.writer import Writer, to_arrow
 from tests.conftest import query
 
 TABLES = {"runs", "rollouts", "nodes", "messages", "tool_calls", "rewards", "tasks", "_factory_migrations"}
@@ -21,7 +22,7 @@ TABLES = {"runs", "rollouts", "nodes", "messages", "tool_calls", "rewards", "tas
 def test_writer_creates_schema_and_views_once(tmp_path):
     path = tmp_path / "w.duckdb"
     for _ in range(2):
-        with warehouse.Writer(path, "test"):
+        with Writer(path, "test"):
             pass
     con = duckdb.connect(str(path), read_only=True)
     names = {r[0] for r in con.execute("select table_name from duckdb_tables()").fetchall()}
@@ -36,20 +37,20 @@ def test_writer_creates_schema_and_views_once(tmp_path):
 def test_a_current_warehouse_is_not_prepared_again(tmp_path):
     """Opening a writer costs one query once the views are current; changed SQL files re-create them."""
     path = tmp_path / "w.duckdb"
-    with warehouse.Writer(path, "test"):
+    with Writer(path, "test"):
         pass
     con = duckdb.connect(str(path))
     assert con.execute("SELECT fingerprint FROM _factory_views").fetchall() == [(sql.fingerprint(),)]
     con.execute("DROP VIEW harvest_summary")  # a mark: a writer that re-created the views would restore it
     con.close()
-    with warehouse.Writer(path, "test"):
+    with Writer(path, "test"):
         pass
     views = "SELECT count(*) FROM duckdb_views() WHERE view_name = 'harvest_summary'"
     assert query(path, views) == [(0,)]
     con = duckdb.connect(str(path))
     con.execute("UPDATE _factory_views SET fingerprint = 'older sql files'")  # as if the package's SQL changed
     con.close()
-    with warehouse.Writer(path, "test"):
+    with Writer(path, "test"):
         pass
     assert query(path, views) == [(1,)]
     assert query(path, "SELECT fingerprint FROM _factory_views") == [(sql.fingerprint(),)]
@@ -59,7 +60,7 @@ def test_one_definition_of_success(tmp_path):
     """`is_success` (sql/macros) decides 100% Success for run_scores and paired_rewards alike."""
     path = tmp_path / "w.duckdb"
     rewards = {"T1.json": 1.0, "T2.json": 0.9999999, "T3.json": 0.999, "T4.json": 0.5}
-    with warehouse.Writer(path, "test") as writer:
+    with Writer(path, "test") as writer:
         for run_id in ("eval-a", "eval-b"):
             writer.append({"runs": [{"run_id": run_id, "kind": "eval", "created_at": "2026-01-01 00:00:00",
                                      "status": "done", "config": "{}"}],
@@ -68,7 +69,7 @@ def test_one_definition_of_success(tmp_path):
                                          "goals_done": int(r), "n_nodes": 1, "n_steps": 1}
                                         for t, r in rewards.items()]})
     assert query(path, "SELECT success_rate FROM run_scores WHERE run_id = 'eval-a'") == [(0.5,)]
-    compared = rollouts.compare(str(path), "eval-a", "eval-b", samples=100)
+    compared = runs.compare(str(path), "eval-a", "eval-b", samples=100)
     assert compared["success_a"] == compared["success_b"] == 0.5
 
 
@@ -81,7 +82,7 @@ def test_second_writer_is_refused_naming_the_first(tmp_path):
     path = tmp_path / "w.duckdb"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from factory.warehouse import Writer
+        from factory.store.writer import Writer
         with Writer({str(path)!r}, "factory harvest --split val"):
             print("ready", flush=True)
             time.sleep(30)
@@ -89,7 +90,7 @@ def test_second_writer_is_refused_naming_the_first(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(WarehouseBusy, match=r"`factory harvest --split val` \(PID \d+"):
-            with warehouse.Writer(path, "second"):
+            with Writer(path, "second"):
                 pass
         # Readers are never refused while the writer is between write sessions.
         con = warehouse.connect(path, read_only=True)
@@ -99,13 +100,13 @@ def test_second_writer_is_refused_naming_the_first(tmp_path):
         holder.kill()
         holder.wait()
     # kill -9 releases the lock: the next writer gets in.
-    with warehouse.Writer(path, "after"):
+    with Writer(path, "after"):
         pass
 
 
 def test_append_is_one_transaction(tmp_path):
     path = tmp_path / "w.duckdb"
-    with warehouse.Writer(path, "test") as writer:
+    with Writer(path, "test") as writer:
         run = {"run_id": "r1", "kind": "eval", "created_at": "2026-01-01 00:00:00", "status": "running",
                "config": "{}"}
         with pytest.raises(duckdb.Error):
@@ -120,7 +121,7 @@ def test_append_is_one_transaction(tmp_path):
 
 def test_reader_waits_for_a_short_write_session(tmp_path):
     path = tmp_path / "w.duckdb"
-    with warehouse.Writer(path, "test"):
+    with Writer(path, "test"):
         pass
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import duckdb, time
@@ -146,12 +147,12 @@ def test_bad_paths_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no warehouse at"):
         warehouse.connect(tmp_path / "absent.duckdb", read_only=True)
     with pytest.raises(UserError, match="does not exist"):
-        with warehouse.Writer(tmp_path / "missing" / "w.duckdb"):
+        with Writer(tmp_path / "missing" / "w.duckdb"):
             pass
 
 
 def test_rows_with_different_keys_keep_every_column():
-    table = warehouse.to_arrow([{"a": 1}, {"a": 2, "b": "x"}])
+    table = to_arrow([{"a": 1}, {"a": 2, "b": "x"}])
     assert table.column_names == ["a", "b"]
     assert table.to_pylist() == [{"a": 1, "b": None}, {"a": 2, "b": "x"}]
 
@@ -163,19 +164,19 @@ def _rollout(i: int, **extra) -> dict:
 
 def test_grouped_writes_commit_every_ready_rollout_in_one_transaction(tmp_path):
     path = tmp_path / "w.duckdb"
-    with warehouse.Writer(path, "test") as writer:
+    with Writer(path, "test") as writer:
         with writer.grouped(max_delay_s=0.5) as group:
             for i in range(30):
                 # rows with different keys and an Arrow table (what Ray workers send) in the same group
                 rows = {"rollouts": [_rollout(i, end_reason="max_steps") if i % 2 else _rollout(i)]}
-                group.append(rows if i % 3 else {"rollouts": warehouse.to_arrow(rows["rollouts"])})
+                group.append(rows if i % 3 else {"rollouts": to_arrow(rows["rollouts"])})
         assert group.committed == 30 and 1 <= group.sessions <= 3
     assert query(path, "select count(*), count(end_reason), round(sum(reward), 1) from rollouts") == [(30, 15, 43.5)]
 
 
 def test_a_failed_group_commits_nothing_of_it_and_stops_the_harvest(tmp_path):
     path = tmp_path / "w.duckdb"
-    with warehouse.Writer(path, "test") as writer:
+    with Writer(path, "test") as writer:
         with pytest.raises(duckdb.Error):
             with writer.grouped(max_delay_s=0.2) as group:
                 group.append({"rollouts": [_rollout(1)]})
@@ -189,13 +190,13 @@ def test_a_reader_gets_in_while_grouped_writes_run(tmp_path):
     """A harvest's writer thread commits a group now and then; a reader opening the file meanwhile waits
     at most one write session (`connect` retries a lock conflict for 5 s) and sees only whole groups."""
     path = tmp_path / "w.duckdb"
-    with warehouse.Writer(path, "test"):
+    with Writer(path, "test"):
         pass
     stop = tmp_path / "stop"
     # The writer appends until the reader has seen three different counts (synchronised on rows, not on time).
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import os, time
-        from factory.warehouse import Writer
+        from factory.store.writer import Writer
         from tests.test_warehouse import _rollout
         i = 0
         with Writer({str(path)!r}, "factory harvest") as w, w.grouped(max_delay_s=0.1) as group:
@@ -237,7 +238,7 @@ def test_a_warehouse_of_before_environments_migrates_on_open(tmp_path):
     con.execute("INSERT INTO rollouts (rollout_id, run_id, task_id, sample, status, reward, goals_total, goals_done, "
                 "n_nodes, n_steps) VALUES ('harvest-1/t/0', 'harvest-1', 't', 0, 'done', 0.5, 2, 1, 1, 1)")
     con.close()
-    with warehouse.Writer(str(path)):
+    with Writer(str(path)):
         pass
     assert query(path, "select run_id, env from runs order by run_id") == [
         ("eval-1", "toolwoz"), ("harvest-1", "toolwoz"), ("train-1", None)]

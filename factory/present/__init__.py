@@ -1,0 +1,1 @@
+"""What people read: trees, reports, plots and exported datasets."""
