@@ -35,7 +35,7 @@ example: install
 	$(VENV)/bin/factory harvest --agent teacher --user rule --split val_harvest --limit 10 --beam 8 --temperature 1.0 -w $(BUILT)
 # the default agent ($FACTORY_HOME/models/tiny-toolwoz) on the first 4 of those tasks, kept short for CPU
 # (a teacher turn is at most ~60 tokens in its tokenizer, so 96 new tokens never cut a well-formed call)
-	$(VENV)/bin/factory harvest --split val_harvest --limit 4 --beam 4 --max-steps 4 --max-new-tokens 96 -w $(BUILT)
+	$(VENV)/bin/factory harvest --split val_harvest --limit 4 --beam 4 --max-turns 4 --max-new-tokens 96 -w $(BUILT)
 # τ-bench retail: the oracle agent at temperature 1 (it perturbs arguments and order), so branches write different rows
 	$(VENV)/bin/factory harvest --env retail --agent oracle --split dev --limit 6 --beam 4 --temperature 1.0 -w $(BUILT)
 # shareable: no folder of this machine in the file (the text $FACTORY_HOME stands for the models' home) ...

@@ -8,7 +8,7 @@
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), MULTIWOZ (default: ../shared/multiwoz or
 # ./shared/multiwoz), MODEL (a model folder; default: a random ~200M bfloat16 Llama on the tiny tokenizer, built by
-# bench/gpu_model.py, since no hub is reachable), TASKS BEAM MAX_STEPS MAX_NEW_TOKENS CONCURRENCY, PHASE_S (time
+# bench/gpu_model.py, since no hub is reachable), TASKS BEAM MAX_TURNS MAX_NEW_TOKENS CONCURRENCY, PHASE_S (time
 # limit per harvest), WORK (scratch folder). vLLM reserves gpu_memory_utilization (0.92) of the GPU at start, so
 # its peak is a reservation, not what it needs; the transformers figure is what its process really used.
 set -euo pipefail
@@ -17,11 +17,11 @@ ROOT=$(pwd)
 
 DRY_RUN=${DRY_RUN:-}
 if [[ -n "$DRY_RUN" ]]; then
-  TASKS=${TASKS:-2} BEAM=${BEAM:-2} MAX_STEPS=${MAX_STEPS:-1} MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-16}
+  TASKS=${TASKS:-2} BEAM=${BEAM:-2} MAX_TURNS=${MAX_TURNS:-1} MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-16}
   CONCURRENCY=${CONCURRENCY:-2} PHASE_S=${PHASE_S:-400}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
 else
-  TASKS=${TASKS:-32} BEAM=${BEAM:-8} MAX_STEPS=${MAX_STEPS:-4} MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-128}
+  TASKS=${TASKS:-32} BEAM=${BEAM:-8} MAX_TURNS=${MAX_TURNS:-4} MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-128}
   CONCURRENCY=${CONCURRENCY:-32} PHASE_S=${PHASE_S:-190}
 fi
 if [[ -z "${PYTHON:-}" ]]; then
@@ -63,7 +63,7 @@ if [[ -z "${MODEL:-}" ]]; then
     "$PYTHON" bench/gpu_model.py "$TINY" "$MODEL" --hidden 1024 --layers 16 >&2
   fi
 fi
-say "model $MODEL; $TASKS val_harvest tasks, beam $BEAM, $MAX_STEPS steps, $MAX_NEW_TOKENS new tokens, concurrency $CONCURRENCY"
+say "model $MODEL; $TASKS val_harvest tasks, beam $BEAM, $MAX_TURNS turns, $MAX_NEW_TOKENS new tokens, concurrency $CONCURRENCY"
 
 # -- one harvest per backend, GPU memory sampled meanwhile -----------------------------------------------------------
 sample_gpu() {  # peak memory.used (MiB) of GPU 0 into $1 until killed
@@ -78,7 +78,7 @@ harvest() {  # $1 = label, $2 = --agent value
   local sampler=$!
   local start=$SECONDS rc=0
   timeout --kill-after=10 "$PHASE_S" "$PYTHON" -m factory.cli harvest --agent "$agent" --split val_harvest \
-    --limit "$TASKS" --beam "$BEAM" --max-steps "$MAX_STEPS" --max-new-tokens "$MAX_NEW_TOKENS" \
+    --limit "$TASKS" --beam "$BEAM" --max-turns "$MAX_TURNS" --max-new-tokens "$MAX_NEW_TOKENS" \
     --concurrency "$CONCURRENCY" --json -w "$WORK/$label.duckdb" >"$WORK/$label.json" 2>"$WORK/$label.log" || rc=$?
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true

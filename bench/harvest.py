@@ -19,12 +19,12 @@ rule user, beam B, temperature 1.0, the same `max_new_tokens` everywhere. Compar
 `--agent forced` replaces sampling by teacher forcing: the rule-based teacher picks every assistant turn and
 the model runs its tokens (prefill + one decode step per token), so contexts, cache hits and stopping are
 those of an agent that calls tools well (what a trained M0 produces), even with an untrained model.
-`--agent teacher` is a teacher harvest (the rule-based teacher agent, no model; 15 steps as `factory harvest`):
+`--agent teacher` is a teacher harvest (the rule-based teacher agent, no model; 15 turns as `factory harvest`):
 rollouts/min with grouped writes vs one write session and transaction per rollout (as before), side by side,
 and the grouped harvest's `write share`.
 
     python bench/harvest.py [--model PATH] [--agent model|forced] [--tasks 20] [--beam 8] [--max-new-tokens 48]
-                            [--max-steps 4] [--concurrency 20] [--skip-serial] [--skip-raw]
+                            [--max-turns 4] [--concurrency 20] [--skip-serial] [--skip-raw]
     python bench/harvest.py --agent teacher --split val --tasks 200 --beam 8
 """
 
@@ -342,7 +342,7 @@ def teacher_writes(env: ToolEnv, tasks: list[Task], config: SearchConfig, args: 
     """A teacher harvest (no model: what writes cost is most visible) with grouped writes, then the same
     harvest with one write session and transaction per rollout (as before `Writer.grouped`)."""
     print(f"settings: agent teacher; {len(tasks)} {args.split} tasks ({tasks[0].task_id} .. {tasks[-1].task_id}); "
-          f"rule user; beam {config.beam}; max_steps {config.max_steps}; temperature 1.0; concurrency "
+          f"rule user; beam {config.beam}; max_turns {config.max_turns}; temperature 1.0; concurrency "
           f"{args.concurrency}", flush=True)
     runs = [harvest(label, env, tasks, TeacherBackend(env.rows), config, args.concurrency, grouped=grouped)
             for label, grouped in (("grouped", True), ("per-rollout", False))]
@@ -373,8 +373,9 @@ def teacher_writes(env: ToolEnv, tasks: list[Task], config: SearchConfig, args: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--multiwoz", default=os.environ.get("FACTORY_MULTIWOZ"),
-                        help="MultiWOZ folder or zip (default: $FACTORY_MULTIWOZ)")
+    parser.add_argument("--multiwoz", default=None,
+                        help="MultiWOZ folder or zip (default: as the CLI finds it: $FACTORY_MULTIWOZ, the path a "
+                             "command was last given, the cache in $FACTORY_HOME)")
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder (e.g. a bootstrapped M0); default: the tiny model, created if missing")
     parser.add_argument("--agent", choices=("model", "forced", "teacher"), default="model",
@@ -384,7 +385,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20, help="first N tasks of the split, sorted ids (default 20)")
     parser.add_argument("--beam", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48, help="per model call, every mode (default 48)")
-    parser.add_argument("--max-steps", type=int, default=None,
+    parser.add_argument("--max-turns", type=int, default=None,
                         help="agent turns per branch (default 4; --agent teacher: 15, the harvest default)")
     parser.add_argument("--concurrency", type=int, default=20, help="rollouts in flight when batched (default 20)")
     parser.add_argument("--max-batch", type=int, default=None,
@@ -395,19 +396,23 @@ def main() -> None:
 
     from factory.jobs.default_model import location
 
-    env = ToolEnv.from_connection(tables.in_memory(multiwoz.load(args.multiwoz)))
+    try:  # the CLI's resolution, without the download: one line when MultiWOZ is nowhere
+        data = multiwoz.load(args.multiwoz, allow_download=False)
+    except multiwoz.DataError as e:
+        parser.error(str(e))
+    env = ToolEnv.from_connection(tables.in_memory(data))
     tasks = sorted((t for t in env.tasks.values() if args.split in t.splits), key=lambda t: t.task_id)[:args.tasks]
     if not tasks:
         raise SystemExit(f"Error: no tasks in split {args.split!r}; pass --split val, val_harvest, test or train")
-    max_steps = args.max_steps or (HARVEST.max_steps if args.agent == "teacher" else 4)
-    config = SearchConfig(beam=args.beam, max_steps=max_steps, temperature=1.0, max_new_tokens=args.max_new_tokens)
+    max_turns = args.max_turns or (HARVEST.max_turns if args.agent == "teacher" else 4)
+    config = SearchConfig(beam=args.beam, max_turns=max_turns, temperature=1.0, max_new_tokens=args.max_new_tokens)
     if args.agent == "teacher":
         return teacher_writes(env, tasks, config, args)
     model = args.model or ensure_model(location(), env)
     teacher = TeacherBackend(env.rows) if args.agent == "forced" else None
     batch = args.max_batch or max_batch(args.concurrency, args.beam)
     print(f"settings: model {model}; agent {args.agent}; {len(tasks)} {args.split} tasks ({tasks[0].task_id} .. "
-          f"{tasks[-1].task_id}); rule user; beam {args.beam}; max_steps {max_steps}; max_new_tokens "
+          f"{tasks[-1].task_id}); rule user; beam {args.beam}; max_turns {max_turns}; max_new_tokens "
           f"{args.max_new_tokens}; temperature 1.0; concurrency {args.concurrency}, max_batch {batch}; "
           f"grouped writes; torch threads {torch.get_num_threads()}", flush=True)
 

@@ -83,7 +83,7 @@ def tool_calls(tau: TauBench, tasks: list[Any], reference: Path | None) -> dict[
 
 
 async def _harvest(tau: TauBench, tasks: list[Any], beam: int) -> list[Any]:
-    config = dataclasses.replace(HARVEST, beam=beam, temperature=1.0, max_steps=30)
+    config = dataclasses.replace(HARVEST, beam=beam, temperature=1.0, max_turns=30)
     tools = ToolRunner(tau)
     results = []
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The same harvest (shipped M0, 20 val_harvest tasks, beam 8, 15 steps, 48 new tokens, T 1.0, 20 conversations in
+# The same harvest (shipped M0, 20 val_harvest tasks, beam 8, 15 turns, 48 new tokens, T 1.0, 20 conversations in
 # flight, seed 0) through vLLM's offline engine (.venv-vllm, prefix caching on, chunked prefill off on CPU) and
 # through our transformers backend, one after the other; prints conversations/min and generated tokens/s of each.
 # The trees differ where vLLM samples other tokens for the same seed. Run it alone: `make bench-vllm`.
@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-args=(harvest --agent "AGENT" --split val_harvest --limit 20 --beam 8 --max-steps 15 --max-new-tokens 48
+args=(harvest --agent "AGENT" --split val_harvest --limit 20 --beam 8 --max-turns 15 --max-new-tokens 48
       --temperature 1.0 --concurrency 20 --json)
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for engine in vllm transformers; do

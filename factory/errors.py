@@ -4,9 +4,10 @@ Exit codes (architecture "Decided conventions"): 2 for a user mistake (bad flag 
 unknown split/task/view/run), 1 for an infrastructure failure (backend down after retries, disk full, a
 warehouse that cannot be opened). `--debug` or FACTORY_DEBUG=1 shows the traceback instead.
 
-The other packages cannot import this one, so they raise their own roots (`toolwoz.errors.ToolwozError`,
-`train.recipes.TrainInputError`, `search.backends.base.BackendError`); `factory.cli` maps every one of them to
-a `CommandError` in one place, and nothing else converts them.
+Every package has one root, in its `errors` module: `FactoryError` here, `search.errors.SearchError`,
+`train.errors.TrainError`, `toolwoz.errors.ToolwozError`, `taubench.errors.TaubenchError` (the other packages
+cannot import this one). `factory.cli.as_command_error` maps every root to a `CommandError` in one place, and
+nothing else converts them. One-line text comes from `common.errors.first_line`.
 """
 
 from __future__ import annotations
@@ -44,14 +45,9 @@ class Interrupted(FactoryError):
     exit_code = 130
 
 
-class CommandError(click.ClickException):
+class CommandError(click.ClickException, FactoryError):
     """What the user sees: a one-line `Error: ...` with the exit code the failure deserves."""
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none): for one-line errors."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

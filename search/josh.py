@@ -8,7 +8,8 @@ user's reply that followed it; the root holds the system prompt and the user's o
    `first` | `fewest-tokens` | `random`): rewarded leaves and ancestors are successful, the target and its
    ancestors golden, its goals credited, every other live branch ends as `pruned`;
 4. user turn for every live leaf; `END_CONVERSATION` ends a leaf.
-Stops when every goal is done (unless `finish_dialogue`), no leaf is live, or after `max_steps`.
+Stops when every goal is done (unless `finish_dialogue`), no leaf is live, or after `max_turns` agent turns
+(the rollout's end reason is then `max_steps`, the name its rows have always had).
 An evaluation is the same engine at beam 1 with `finish_dialogue`.
 While a leaf that has ended its agent turn (2.) waits for its siblings, the first model call of its next-step
 children is requested ahead (`search/ahead.py`): a schedule only, the tree and its rows are the same without it
@@ -43,7 +44,7 @@ class SearchConfig:
 
     # -- the tree
     beam: int = field(default=8, metadata={"help": "Live branches per task (1 -> 2 -> 4 -> ... up to BEAM)."})
-    max_steps: int = field(default=15, metadata={"help": "Agent turns per conversation branch."})
+    max_turns: int = field(default=15, metadata={"help": "Agent turns per conversation branch."})
     max_calls_per_turn: int = field(default=3, metadata={"help": "Tool calls the agent may make in one turn."})
     collapse: str = field(default="first", metadata={
         "help": "Which rewarded branch the tree collapses onto (`first` = the reference)."})
@@ -78,8 +79,8 @@ class SearchConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SearchConfig.{name} must be one of {', '.join(allowed)}, "
                                  f"not {getattr(self, name)!r}")
-        if self.beam < 1 or self.max_steps < 1:
-            raise ValueError("SearchConfig.beam and max_steps must be at least 1")
+        if self.beam < 1 or self.max_turns < 1:
+            raise ValueError("SearchConfig.beam and max_turns must be at least 1")
 
 
 CHOICES = {"collapse": COLLAPSE_POLICIES, "seed_policy": ("distinct", "shared"), "credit": ("all", "first"),
@@ -232,7 +233,7 @@ class Rollout:
     def _request_ahead(self, node: Node) -> None:
         """While siblings are still in their turns, request the first model call of `node`'s next-step
         children as they will be if no leaf of this step ends or meets a goal (see `search/ahead.py`)."""
-        if self._collapsing or node.ended or not self._turns_running or self.steps >= self.cfg.max_steps:
+        if self._collapsing or node.ended or not self._turns_running or self.steps >= self.cfg.max_turns:
             return
         if node.turn.calls and self.env.goals_met(self.task, node.turn.calls, self.open_goals):
             self._collapsing = True  # only the target's children will exist: no guess can come true
@@ -313,7 +314,7 @@ class Rollout:
             if not live:
                 end_reason = "user_ended" if any(n.end_reason == "user_ended" for n in self.nodes) else "no_live_leaf"
                 break
-            if self.steps >= self.cfg.max_steps:
+            if self.steps >= self.cfg.max_turns:
                 break
             self.steps += 1
             width = 2 if 2 * len(live) <= self.cfg.beam else 1

@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
+from common.errors import first_line
 from search.backends import BackendError, engine_info, load_backend
-from search.backends.base import Backend, one_line
+from search.backends.base import Backend
 from search.josh import SearchConfig, run_rollout
 from search.ray_local import RayRecord, stop_leftovers
 from search.runner import ToolRunner
@@ -112,7 +113,7 @@ class HarvestWorker:
         except BackendError as e:
             self.failure = ("backend", str(e))
         except Exception as e:  # noqa: BLE001 - reported to the driver as one line
-            self.failure = ("error", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}")
+            self.failure = ("error", first_line(e, with_type=True))
 
     def info(self) -> dict[str, Any]:
         """pid, host, the engine description (`engine_info`) and the setup failure, if any."""
@@ -161,7 +162,7 @@ def connect(address: str | None) -> Any:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  configure_logging=True)
     except Exception as e:  # noqa: BLE001 - Ray raises bare Exception when a local node does not come up
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         if address == "local":  # not the user's doing: an infrastructure failure (exit 1)
             raise RuntimeError(f"a local Ray did not start: {first}") from None
         raise BackendError(f"cannot join the Ray cluster at {address}: {first}") from None
@@ -196,7 +197,7 @@ class WorkerPool:
             self.infos = self.ray.get([a.info.remote() for a in self.actors])
         except self.ray.exceptions.RayError as e:
             self.shutdown()
-            raise RuntimeError(f"a Ray worker failed to start: {one_line(e)}") from None
+            raise RuntimeError(f"a Ray worker failed to start: {first_line(e, with_type=True)}") from None
         if self.record is not None:
             self.record.update(force=True)  # the workers' processes too
         failures = [i["failure"] for i in self.infos if i["failure"]]
@@ -238,7 +239,7 @@ class WorkerPool:
                 self.alive.discard(worker)
                 theirs = [r for r, (w, _) in pending.items() if w == worker]
                 lost = [job, *(pending.pop(r)[1] for r in theirs)]
-                yield WorkerLost(worker, one_line(e), lost)
+                yield WorkerLost(worker, first_line(e, with_type=True), lost)
                 for other in sorted(self.alive):  # its share of the queue goes to the others
                     fill(other)
                 continue

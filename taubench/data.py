@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 import sql
+from common.errors import first_line
 from taubench import state
 from taubench.errors import DataError, DataNotFound
 
@@ -83,7 +84,7 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise DataError(f"τ-bench file {path} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"τ-bench file {path} does not parse: {str(e).splitlines()[0]}") from None
+        raise DataError(f"τ-bench file {path} does not parse: {first_line(e)}") from None
 
 
 def load_database(folder: Path, domain: str) -> dict[str, dict[str, Any]]:

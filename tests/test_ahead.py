@@ -89,7 +89,7 @@ def harvest(env, tasks, make_agent, config: SearchConfig, ahead: bool) -> tuple[
 def test_requests_ahead_leave_every_row_as_it_was(env, beam, p, seed, first):
     tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[first:first + 3]
     oracle = [(c.name, c.normalised) for t in tasks for c in fixed_oracle_calls(env, t) if c.ok]
-    config = SearchConfig(beam=beam, max_steps=6, seed=seed)
+    config = SearchConfig(beam=beam, max_turns=6, seed=seed)
     with_ahead, rollouts = harvest(env, tasks, lambda: BatchedCoinAgent(oracle, p, beam), config, True)
     without, _ = harvest(env, tasks, lambda: BatchedCoinAgent(oracle, p, beam), config, False)
     assert with_ahead == without
@@ -105,7 +105,7 @@ def test_requests_ahead_with_the_shipped_m0_are_taken_and_change_nothing(env):
     from search.backends.transformers import TransformersBackend
 
     tasks = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[:4]
-    config = SearchConfig(beam=4, max_steps=4, max_new_tokens=48, results="compact")
+    config = SearchConfig(beam=4, max_turns=4, max_new_tokens=48, results="compact")
     make = lambda: TransformersBackend(str(SHIPPED), device="cpu", max_batch=16)  # noqa: E731
     with_ahead, rollouts = harvest(env, tasks, make, config, True)
     without, _ = harvest(env, tasks, make, config, False)

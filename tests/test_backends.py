@@ -200,7 +200,7 @@ def test_a_josh_tree_hits_the_cache_and_grows_as_without_it(env, model_dir, plai
     from toolwoz.user_rule import RuleUser
 
     task = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[0]
-    config = SearchConfig(beam=4, max_steps=3, max_new_tokens=16)
+    config = SearchConfig(beam=4, max_turns=3, max_new_tokens=16)
 
     def grow(backend):
         user = RuleUser(task.goal, 7)

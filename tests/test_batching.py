@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from search.batching import MicroBatcher
 
@@ -13,9 +12,8 @@ def _conversations(n: int, rounds: int, hops: int, settle_rounds: int) -> list[i
     through a second batcher (as `search.runner.ToolRunner`) with varying awaits between. Returns batch sizes."""
     sizes: list[int] = []
 
-    def model(items):
+    def model(items):  # run in a worker thread (as a model's forward pass): the loop stays free meanwhile
         sizes.append(len(items))
-        time.sleep(0.01)  # the batch blocks a thread while the loop stays free
         return [i * 2 for i in items]
 
     async def main():

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from factory.store.writer import Writer
-from tests.conftest import FACTORY, check_consistent, one_line_error, query, run, wait_for_rollouts
+from tests.conftest import FACTORY, check_consistent, one_line_error, query, run, wait_for, wait_for_rollouts
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_teacher_eval_fills_the_warehouse(wh):
     summary = json.loads(result.stdout)
     assert summary["rollouts"] == 10 and summary["average_reward"] >= 0.8
     run_id = summary["run_id"]
-    assert query(wh, "select kind, agent_model, backend, beam_size, status from runs") == \
+    assert query(wh, "select kind, agent_model, backend, beam, status from runs") == \
         [("eval", "teacher", "teacher", 1, "done")]
     # beam 1: every rollout is one chain of nodes; the root holds the system prompt and the user's opening
     assert query(wh, "select count(*) from nodes where path <> range(depth + 1)") == [(0,)]
@@ -95,9 +95,18 @@ def test_a_stop_that_duckdb_swallows_still_stops_the_commits(wh):
     previous = signal.signal(signal.SIGUSR1, signals.stop_requested)
     try:
         con = duckdb.connect()
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        # DuckDB tracks (without printing) the query's progress from its start: the signal goes once it runs, and
+        # the query runs for seconds, far longer than DuckDB takes to look at the signal
+        con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false; "
+                    "SET progress_bar_time = 0")
+
+        def stop_once_running() -> None:
+            wait_for(lambda: con.query_progress() >= 0, "the query to start", timeout=60, poll_s=0.001)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+        threading.Thread(target=stop_once_running, daemon=True).start()
         with pytest.raises(RuntimeError, match="interrupted"):
-            con.execute("select count(*) from range(10000000000) t(x) where x % 7 = 3").fetchall()
+            con.execute("select count(*) from range(1000000000) t(x) where x % 7 = 3").fetchall()
         assert signals.STOP_REQUESTED.is_set()
         with Writer(str(wh)) as writer, pytest.raises(KeyboardInterrupt):
             rollouts.commit(writer, {"rollouts": [{"rollout_id": "r-1"}]}, "r-1", set())
@@ -111,7 +120,7 @@ def test_a_stop_that_duckdb_swallows_still_stops_the_commits(wh):
 def test_eval_against_a_real_openai_compatible_server(wh, openai_server):
     served, url = openai_server
     result = run("eval", "--agent", f"openai:{served}", "--base-url", url, "--split", "test", "--limit", "2",
-                 "--max-steps", "2", "--max-new-tokens", "24", "--json", "-w", str(wh))
+                 "--max-turns", "2", "--max-new-tokens", "24", "--json", "-w", str(wh))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["rollouts"] == 2
@@ -123,7 +132,7 @@ def test_eval_against_a_real_openai_compatible_server(wh, openai_server):
 @pytest.mark.slow
 def test_tiny_model_eval_batched(wh, model_dir):
     result = run("eval", "--agent", str(model_dir), "--split", "test", "--limit", "4", "--concurrency", "4",
-                 "--max-steps", "2", "--max-new-tokens", "24", "--json", "-w", str(wh))
+                 "--max-turns", "2", "--max-new-tokens", "24", "--json", "-w", str(wh))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["rollouts"] == 4
     check_consistent(wh)

@@ -21,7 +21,7 @@ def test_teacher_harvest_fills_tree_tables_and_views(wh, model_dir):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["rollouts"] == 20 and summary["average_reward"] >= 0.8
-    assert query(wh, "select kind, beam_size, semantics from runs") == [("harvest", 8, "fixed")]
+    assert query(wh, "select kind, beam, semantics from runs") == [("harvest", 8, "fixed")]
     # the tree widens 1 -> 2 -> 4 -> 8 and never beyond the beam
     widths = dict(query(wh, "select step, max(width) from branch_stats group by step"))
     assert widths[1] == 2 and widths[2] == 4 and max(widths.values()) <= 8
@@ -56,7 +56,7 @@ def test_teacher_harvest_fills_tree_tables_and_views(wh, model_dir):
 @pytest.mark.slow
 def test_tiny_model_harvest_branches_and_stores_every_node(wh, model_dir):
     result = run("harvest", "--agent", str(model_dir), "--split", "val_harvest", "--limit", "2", "--beam", "4",
-                 "--max-steps", "3", "--max-new-tokens", "16", "--json", "-w", str(wh))
+                 "--max-turns", "3", "--max-new-tokens", "16", "--json", "-w", str(wh))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["rollouts"] == 2
     # untrained, the model earns nothing, so nothing collapses: 1 root + 2 + 4 + 4 nodes per rollout

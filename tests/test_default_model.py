@@ -14,12 +14,6 @@ from factory.output import err
 from factory.store.folders import staging_dir
 
 
-@pytest.fixture()
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("FACTORY_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def test_location_is_under_factory_home(home):
     assert default_model.location() == home / "models" / "tiny-toolwoz"
 
@@ -119,7 +113,7 @@ def test_the_package_ships_the_m0_of_todays_budget():
     from transformers import AutoConfig, AutoTokenizer
 
     from factory.jobs.bootstrap import BUDGET
-    from train.tiny_model import DEFAULT_VOCAB, RESULTS
+    from train.tiny_model import DEFAULT_RESULTS, DEFAULT_VOCAB
 
     assert default_model.shipped() == default_model.SHIPPED, "factory/m0 is missing or stale: run `make m0`"
     record = json.loads((default_model.SHIPPED / "factory_model.json").read_text())["bootstrap"]
@@ -127,7 +121,7 @@ def test_the_package_ships_the_m0_of_todays_budget():
     assert record["steps"] == BUDGET.steps and record["rows"] >= 390 and record["teacher_success_rate"] > 0.99
     assert record["ran_on"]["device"]
     config = AutoConfig.from_pretrained(default_model.SHIPPED)
-    assert config.vocab_size == DEFAULT_VOCAB and config.factory_results == RESULTS
+    assert config.vocab_size == DEFAULT_VOCAB and config.factory_results == DEFAULT_RESULTS
     assert len(AutoTokenizer.from_pretrained(default_model.SHIPPED)) == DEFAULT_VOCAB
     assert default_model.model_results(str(default_model.SHIPPED)) == "compact"
 
@@ -144,14 +138,14 @@ def test_results_default_to_the_models_preference(model_dir, tmp_path):
         default_model.resolve_results("teacher", "compact", "parity")
 
 
-def test_model_bootstrap_installs_the_shipped_m0_into_the_default_folder(tmp_path):
+def test_model_bootstrap_installs_the_shipped_m0_into_the_default_folder(home, tmp_path):
     from tests.conftest import run
 
-    env = {"FACTORY_HOME": str(tmp_path / "home")}
+    env = {"FACTORY_HOME": str(home)}
     first = run("model", "bootstrap", "-w", str(tmp_path / "w.duckdb"), env=env)
     assert first.returncode == 0, first.stderr
     assert "installed the M0 shipped with josh-factory" in first.stderr
-    folder = tmp_path / "home" / "models" / "tiny-toolwoz"
+    folder = home / "models" / "tiny-toolwoz"
     assert (folder / "model.safetensors").read_bytes() == (default_model.SHIPPED / "model.safetensors").read_bytes()
     again = run("model", "bootstrap", "-w", str(tmp_path / "w.duckdb"), env=env)
     assert again.returncode == 0 and "bootstrapped already" in again.stderr

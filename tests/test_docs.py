@@ -89,11 +89,10 @@ def parse(line: str) -> str:
 
 
 @pytest.fixture
-def docs_env(tmp_path, monkeypatch):
-    """Run from the checkout (examples name its files) with a scratch $FACTORY_HOME: parsing `--multiwoz PATH`
-    remembers the path there."""
+def docs_env(home, monkeypatch):
+    """Run from the checkout (examples name its files) with a scratch $FACTORY_HOME (`home`): parsing
+    `--multiwoz PATH` remembers the path there."""
     monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("FACTORY_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FACTORY_DEBUG", raising=False)
 
 

@@ -93,7 +93,7 @@ def test_card_front_matter_and_body(harvested, tmp_path):
     assert features == load(out, tmp_path)["train"].features
     assert data["dataset_info"]["splits"][0]["num_examples"] == 10
 
-    run_id, beam, seed, semantics = query(harvested, "select run_id, beam_size, seed, semantics from runs")[0]
+    run_id, beam, seed, semantics = query(harvested, "select run_id, beam, seed, semantics from runs")[0]
     assert (beam, seed, semantics) == (8, 0, "fixed")
     body = card.text
     assert "One row per rollout with reward >= min_reward" in body  # the view file's leading comment

@@ -235,7 +235,7 @@ def _rows(w: Path, sql: str, params: list | None = None) -> list[tuple]:
 @pytest.mark.slow
 @needs_smollm2
 def test_smollm2_eval_through_the_cli(smol):
-    result = run("eval", "--agent", str(SMOLLM2), "--split", "val", "--limit", "2", "--max-steps", "2",
+    result = run("eval", "--agent", str(SMOLLM2), "--split", "val", "--limit", "2", "--max-turns", "2",
                  "--max-new-tokens", "24", "--json", "-w", str(smol["w"]), env=smol["env"], cwd=smol["root"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "its ChatML chat template ignores tools; serving it with ChatML + tools" in " ".join(result.stderr.split())
@@ -271,8 +271,8 @@ def test_smollm2_sft_saves_a_plain_folder_that_loads_back(smol):
     from search.backends.transformers import TransformersBackend
 
     out = smol["root"] / "smol-sft"
-    result = run("train", "sft", "--model", str(SMOLLM2), "--run", smol["teacher"], "--out", str(out),
-                 "--max-steps", "2", "--batch-size", "1", "--max-length", "128", "--json",
+    result = run("train", "sft", "--model", str(SMOLLM2), "--from-run", smol["teacher"], "--out", str(out),
+                 "--max-steps", "2", "--per-device-train-batch-size", "1", "--max-length", "128", "--json",
                  "-w", str(smol["w"]), env=smol["env"], cwd=smol["root"])
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)

@@ -60,7 +60,7 @@ class EchoUser:
 def test_tree_invariants(env, beam, p, seed, task_index, user_turns, collapse):
     task = sorted(env.tasks.values(), key=lambda t: t.task_id)[task_index]
     oracle = [(c.name, c.normalised) for c in fixed_oracle_calls(env, task) if c.ok]
-    cfg = SearchConfig(beam=beam, max_steps=8, seed=seed, collapse=collapse)
+    cfg = SearchConfig(beam=beam, max_turns=8, seed=seed, collapse=collapse)
     result = asyncio.run(run_rollout(task, CoinAgent(oracle, p), EchoUser(user_turns), ToolRunner(ToolWOZ(env)), cfg,
                                      rollout_id="r", run_id="run"))
     nodes = {n["node_id"]: n for n in result.nodes}
@@ -105,7 +105,7 @@ def test_tree_invariants(env, beam, p, seed, task_index, user_turns, collapse):
 def test_beam_one_is_a_single_conversation(env):
     task = env.tasks["MUL0003.json"]
     oracle = [(c.name, c.normalised) for c in fixed_oracle_calls(env, task) if c.ok]
-    cfg = SearchConfig(beam=1, max_steps=10, seed=1, finish_dialogue=True)
+    cfg = SearchConfig(beam=1, max_turns=10, seed=1, finish_dialogue=True)
     result = asyncio.run(run_rollout(task, CoinAgent(oracle, 0.7), EchoUser(6), ToolRunner(ToolWOZ(env)), cfg,
                                      rollout_id="r", run_id="run"))
     assert [n["path"] for n in result.nodes] == [list(range(i + 1)) for i in range(len(result.nodes))]
@@ -144,7 +144,7 @@ def test_parity_preset_shares_seeds_credits_first_goal_and_drops_unrewarded(env)
     truth = task.ground_truth["hotel"]["success"]
     parity_calls = [("search_hotel", {k: v for k, v in truth["search_hotel"]["parameters"].items() if v}),
                     ("book_hotel", truth["book_hotel"]["parameters"])]
-    reference = SearchConfig(beam=4, max_steps=3, seed=5, **PARITY)
+    reference = SearchConfig(beam=4, max_turns=3, seed=5, **PARITY)
     tools = ToolRunner(ToolWOZ(env))
     result = asyncio.run(run_rollout(task, TwoGoalAgent(parity_calls), EchoUser(10), tools, reference,
                                      rollout_id="r", run_id="run"))
@@ -157,7 +157,7 @@ def test_parity_preset_shares_seeds_credits_first_goal_and_drops_unrewarded(env)
     last_credit = max(r["step"] for r in result.rewards if r["credited"])
     assert all(n["created_step"] <= last_credit or n["is_golden"] for n in nodes)  # unrewarded tail dropped
 
-    ours = SearchConfig(beam=4, max_steps=3, seed=5)
+    ours = SearchConfig(beam=4, max_turns=3, seed=5)
     fixed = asyncio.run(run_rollout(task, TwoGoalAgent(calls), EchoUser(10), ToolRunner(ToolWOZ(env)), ours,
                                     rollout_id="r", run_id="run"))
     assert sorted(r["goal"] for r in fixed.rewards if r["credited"] and r["node_id"] == 1) == \
@@ -190,7 +190,7 @@ class BatchedTalker:
 def test_a_wide_beam_is_one_batch_per_step(env):
     """`--beam 16` with 3 rollouts in flight: the product's batch size holds every live leaf of a step."""
     tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[:3]
-    config = SearchConfig(beam=16, max_steps=5)
+    config = SearchConfig(beam=16, max_turns=5)
 
     def harvest(cap: int) -> list[int]:
         agent = BatchedTalker(cap)

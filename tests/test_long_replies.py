@@ -97,7 +97,7 @@ def test_megabyte_replies_end_in_done_rollouts_and_the_user_reads_the_first_char
     assert len(LongReplyServer.REPLY) > 0.9 * MEGABYTE
     with LongReplyServer() as server:
         common = ["--agent", "openai:agent", "--base-url", server.base_url, "--split", "val", "--limit", "2",
-                  "--max-steps", "3", "-w", str(wh)]
+                  "--max-turns", "3", "-w", str(wh)]
         for user in (["--user", "rule"], ["--user", "llm", "--user-model", "openai:user", "--user-base-url",
                                           server.base_url]):
             result = run("eval", *common, *user, "--run", user[1])

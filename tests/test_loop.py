@@ -17,14 +17,13 @@ from transformers import AutoModelForCausalLM
 
 from factory.jobs import bootstrap
 from factory.output import err
-from tests.conftest import MULTIWOZ_DIR, mark_deepest_golden, one_line_error, query, run
+from tests.conftest import MULTIWOZ_DIR, ROOT, mark_deepest_golden, one_line_error, query, run
 
-SMALL = ["--eval-tasks", "2", "--harvest-split", "val_harvest", "--harvest-tasks", "2", "--beam", "2", "--max-steps",
+SMALL = ["--eval-tasks", "2", "--harvest-split", "val_harvest", "--harvest-tasks", "2", "--beam", "2", "--max-turns",
          "2", "--max-new-tokens", "12", "--sft-steps", "2", "--sft-loss", "all", "--wise-ft", "1", "--kto-steps", "0"]
 
 
-def test_bootstrap_trains_m0_on_a_teacher_run_and_records_the_budget(model_dir, wh, tmp_path, monkeypatch):
-    monkeypatch.setenv("FACTORY_HOME", str(tmp_path / "home"))
+def test_bootstrap_trains_m0_on_a_teacher_run_and_records_the_budget(model_dir, wh, home, tmp_path):
     budget = dataclasses.replace(bootstrap.BUDGET, tasks=4, steps=2, max_length=512)
     start = bootstrap.init_dir(tmp_path / "m0")
     start.parent.mkdir(exist_ok=True)
@@ -38,8 +37,52 @@ def test_bootstrap_trains_m0_on_a_teacher_run_and_records_the_budget(model_dir, 
     assert query(wh, "SELECT kind, agent_model, split FROM runs WHERE run_id = ?", [result["teacher_run"]]) == [
         ("eval", "teacher", "val_boot")]
     assert query(wh, "SELECT count(*) FROM runs WHERE kind = 'train'") == [(1,)]
-    assert AutoModelForCausalLM.from_pretrained(tmp_path / "m0") is not None
+    import torch
+
+    trained, untrained = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (tmp_path / "m0", model_dir))
+    assert trained.keys() == untrained.keys()
+    assert any(not torch.equal(trained[k], untrained[k]) for k in trained)  # its 2 steps moved the weights
     assert not (tmp_path / "m0-staging").exists()
+
+
+def test_a_training_recorded_before_the_trl_names_is_reused(tmp_path):
+    """A loop folder whose factory.json names the recipe's fields as before (epochs, batch_size, ...) is the same
+    training as today's recipe, so the loop reuses it; another value is another training."""
+    from factory.jobs.loop import _same_training
+    from factory.jobs.training import TrainJob
+    from train import recipes
+
+    start, w = tmp_path / "m0", str(tmp_path / "w.duckdb")
+    start.mkdir()
+    recipe = dataclasses.replace(recipes.get("cpu", "sft"), learning_rate=3e-4, max_steps=2, loss="calls", wise_ft=0.5)
+    job = TrainJob(method="sft", recipe=recipe, out_dir=tmp_path / "m1", warehouse_path=w, model=str(start),
+                   view="sft", run_ids=("harvest-1",), view_params={"min_reward": 0.01}, seed=0, force=True)
+    # A real factory.json written before the rename (the shipped M0's), pointed at this job's inputs.
+    manifest = json.loads((ROOT / "factory" / "m0" / "factory.json").read_text())
+    old = {new: old for old, new in recipes.OLD_NAMES.items()}
+    assert set(old.values()) <= set(manifest["recipe"])
+    today = json.loads(json.dumps(dataclasses.asdict(recipe)))
+    manifest |= {"model": str(start), "view": "sft", "seed": 0, "warehouse": w,
+                 "recipe": {old.get(k, k): v for k, v in today.items()}}
+    manifest["data"]["params"] = {"run_id": ["harvest-1"], "min_reward": 0.01}
+    job.out_dir.mkdir()
+    (job.out_dir / "factory.json").write_text(json.dumps(manifest))
+    reused = _same_training(job)
+    assert reused is not None and reused["reused"] and reused["run_id"] == manifest["run_id"]
+    assert reused["steps"] == manifest["result"]["steps"]
+    other = dataclasses.replace(recipe, num_train_epochs=2)
+    assert _same_training(dataclasses.replace(job, recipe=other)) is None
+
+
+def test_loop_lr_is_a_deprecated_spelling_of_learning_rate():
+    from click.testing import CliRunner
+
+    from factory.cli import cli
+
+    result = CliRunner().invoke(cli, ["loop", "--lr", "1e-3", "--beam", "1"])
+    assert result.exit_code == 2 and "beam 1 both are the same run" in result.output
+    assert result.stderr.splitlines()[0] == "Warning: --lr is deprecated; use --learning-rate"
+    assert "--lr " not in CliRunner().invoke(cli, ["loop", "--help"]).output
 
 
 @pytest.mark.slow
@@ -49,7 +92,7 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     first = run(*args)
     assert first.returncode == 2, first.stderr[-2000:]
     assert "M1 has no training rows" in one_line_error(first)
-    kinds = dict(query(wh, "SELECT kind || ':' || beam_size, run_id FROM runs"))
+    kinds = dict(query(wh, "SELECT kind || ':' || beam, run_id FROM runs"))
     assert set(kinds) >= {"eval:1", "harvest:2", "harvest:1"}  # eval M0, harvest, control: committed
 
     assert mark_deepest_golden(wh, kinds["harvest:2"]) == 2
@@ -108,8 +151,8 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     synth = run("loop", "--model", str(model_dir), "--out", str(tmp_path / "loop-synth"), *SMALL, "-w", str(wh),
                 "--harvest-split", "synth")
     assert synth.returncode == 2 and "M1 has no training rows" in one_line_error(synth)
-    assert query(wh, "SELECT beam_size, count(*) FROM runs JOIN rollouts USING (run_id) WHERE split = 'synth' "
-                     "GROUP BY beam_size ORDER BY beam_size") == [(1, 2), (2, 2)]
+    assert query(wh, "SELECT beam, count(*) FROM runs JOIN rollouts USING (run_id) WHERE split = 'synth' "
+                     "GROUP BY beam ORDER BY beam") == [(1, 2), (2, 2)]
 
     # KTO after M1's SFT: M1 becomes the KTO model and is evaluated in a run of its own.
     kto = run(*args, "--kto-steps", "1", "--json")

@@ -127,26 +127,23 @@ def _one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 
 
 @pytest.fixture(autouse=True)
-def home(monkeypatch, tmp_path) -> Path:
-    """Isolate every test: tmp FACTORY_HOME, no FACTORY_MULTIWOZ, download URL on a closed port."""
-    home = tmp_path / "factory-home"
-    monkeypatch.setenv("FACTORY_HOME", str(home))
+def isolated(home, monkeypatch) -> None:
+    """Isolate every test: tmp FACTORY_HOME (`home`), no FACTORY_MULTIWOZ, download URL on a closed port."""
     monkeypatch.delenv("FACTORY_MULTIWOZ", raising=False)
     monkeypatch.setenv("FACTORY_MULTIWOZ_URL", f"http://127.0.0.1:{_closed_port()}/{ZIP_NAME}")
-    return home
 
 
 @pytest.fixture(scope="session")
-def small(mw) -> dict[str, dict]:
+def few_dialogues(mw) -> dict[str, dict]:
     """30 real dialogues (15 test, 15 val)."""
     return _subset(mw, 30)
 
 
 @pytest.fixture(scope="session")
-def served_dir(tmp_path_factory, small) -> Path:
+def served_dir(tmp_path_factory, few_dialogues) -> Path:
     """A folder holding a small official-layout zip, for the HTTP server."""
     folder = tmp_path_factory.mktemp("served")
-    _write_zip(folder / ZIP_NAME, _files(small))
+    _write_zip(folder / ZIP_NAME, _files(few_dialogues))
     return folder
 
 
@@ -204,6 +201,12 @@ def test_the_cli_remembers_the_multiwoz_path(home, tmp_path, mw):
                  env={"FACTORY_HOME": str(home), "FACTORY_MULTIWOZ": ""})
     assert result.returncode == 0, result.stderr
     assert multiwoz.remembered() == given
+    # given as $FACTORY_MULTIWOZ (as `make demo` passes it), it is remembered all the same
+    other = _write_folder(tmp_path / "other", _files(_subset(mw, 10)))
+    result = run("toolwoz", "build", "-w", str(tmp_path / "w2.duckdb"),
+                 env={"FACTORY_HOME": str(home), "FACTORY_MULTIWOZ": str(other)})
+    assert result.returncode == 0, result.stderr
+    assert multiwoz.remembered() == other
 
 
 def test_cache_beats_download(monkeypatch, home, mw, server):
@@ -216,7 +219,7 @@ def test_cache_beats_download(monkeypatch, home, mw, server):
     assert multiwoz.resolve(allow_download=False) == cache
 
 
-def test_incomplete_cache_is_replaced_by_download(monkeypatch, home, mw, small, server):
+def test_incomplete_cache_is_replaced_by_download(monkeypatch, home, mw, few_dialogues, server):
     files = _files(_subset(mw, 10))
     del files["valListFile.txt"]
     cache = _write_folder(home / "multiwoz", files)
@@ -224,7 +227,7 @@ def test_incomplete_cache_is_replaced_by_download(monkeypatch, home, mw, small, 
     got = multiwoz.load()
     assert server.requests == [f"/{ZIP_NAME}"]
     assert got.source == str(cache)
-    assert set(got.dialogues) == set(small)
+    assert set(got.dialogues) == set(few_dialogues)
     assert (cache / "valListFile.txt").read_bytes() == _source_bytes("valListFile.txt")
 
 
@@ -258,30 +261,30 @@ def test_official_style_zip_loads_like_the_folder(tmp_path, mw):
     assert got.dbs == mw.dbs
 
 
-def test_zip_from_env(monkeypatch, tmp_path, small):
-    archive = _write_zip(tmp_path / "mw.zip", _files(small), prefix="data/MultiWOZ_2.1/")
+def test_zip_from_env(monkeypatch, tmp_path, few_dialogues):
+    archive = _write_zip(tmp_path / "mw.zip", _files(few_dialogues), prefix="data/MultiWOZ_2.1/")
     monkeypatch.setenv("FACTORY_MULTIWOZ", str(archive))
     got = multiwoz.load()
     assert got.source == str(archive)
-    assert got.dialogues == small
+    assert got.dialogues == few_dialogues
 
 
-def test_zip_without_prefix_folder(tmp_path, small):
-    archive = _write_zip(tmp_path / "flat.zip", _files(small), prefix="")
-    assert multiwoz.load(archive).dialogues == small
+def test_zip_without_prefix_folder(tmp_path, few_dialogues):
+    archive = _write_zip(tmp_path / "flat.zip", _files(few_dialogues), prefix="")
+    assert multiwoz.load(archive).dialogues == few_dialogues
 
 
 # -- download ---------------------------------------------------------------------------------------------
 
 
-def test_download_into_cache_then_reuse_without_server(monkeypatch, home, small, served_dir, server):
+def test_download_into_cache_then_reuse_without_server(monkeypatch, home, few_dialogues, served_dir, server):
     monkeypatch.setenv("FACTORY_MULTIWOZ_URL", server.url(ZIP_NAME))
     progress: list[tuple[int, int]] = []
     got = multiwoz.load(progress=lambda done, total: progress.append((done, total)))
     cache = home / "multiwoz"
     assert got.source == str(cache)
-    assert len(got.dialogues) == len(small) == 30
-    assert got.dialogues == small
+    assert len(got.dialogues) == len(few_dialogues) == 30
+    assert got.dialogues == few_dialogues
     assert server.requests == [f"/{ZIP_NAME}"]
     size = (served_dir / ZIP_NAME).stat().st_size
     assert progress and progress[-1] == (size, size)
@@ -323,8 +326,8 @@ def test_download_404_is_a_data_error(monkeypatch, home, server):
     assert not cache.exists() or not any(cache.iterdir())
 
 
-def test_download_of_an_incomplete_archive_names_the_missing_file(monkeypatch, tmp_path, home, small):
-    files = _files(small)
+def test_download_of_an_incomplete_archive_names_the_missing_file(monkeypatch, tmp_path, home, few_dialogues):
+    files = _files(few_dialogues)
     del files["train_db.json"]
     folder = tmp_path / "served-bad"
     folder.mkdir()
@@ -360,8 +363,8 @@ def test_missing_env_path_names_it(monkeypatch, tmp_path):
     assert str(missing) in message and "FACTORY_MULTIWOZ" in message
 
 
-def test_folder_without_data_json_names_it(tmp_path, small):
-    files = _files(small)
+def test_folder_without_data_json_names_it(tmp_path, few_dialogues):
+    files = _files(few_dialogues)
     del files["data.json"]
     folder = _write_folder(tmp_path / "mw", files)
     with pytest.raises(DataError) as excinfo:
@@ -381,15 +384,15 @@ def test_empty_folder_names_every_missing_file(tmp_path):
         assert name in message
 
 
-def test_data_json_not_json_names_it(tmp_path, small):
-    folder = _write_folder(tmp_path / "mw", {**_files(small), "data.json": b'{"PMUL4462.json": {"goal": '})
+def test_data_json_not_json_names_it(tmp_path, few_dialogues):
+    folder = _write_folder(tmp_path / "mw", {**_files(few_dialogues), "data.json": b'{"PMUL4462.json": {"goal": '})
     with pytest.raises(DataError) as excinfo:
         multiwoz.load(folder)
     assert str(folder / "data.json") in _one_line_error(excinfo)
 
 
-def test_data_json_not_utf8_names_it(tmp_path, small):
-    folder = _write_folder(tmp_path / "mw", {**_files(small), "data.json": b'{"a": "\xff\xfe\xfa"}'})
+def test_data_json_not_utf8_names_it(tmp_path, few_dialogues):
+    folder = _write_folder(tmp_path / "mw", {**_files(few_dialogues), "data.json": b'{"a": "\xff\xfe\xfa"}'})
     with pytest.raises(DataError) as excinfo:
         multiwoz.load(folder)
     assert str(folder / "data.json") in _one_line_error(excinfo)
@@ -403,8 +406,8 @@ def test_data_json_not_utf8_names_it(tmp_path, small):
     {"PMUL4462.json": {"goal": {}, "log": "not a list"}},
     {"PMUL4462.json": {"goal": [], "log": []}},
 ])
-def test_data_json_that_is_not_dialogues_names_it(tmp_path, small, content):
-    folder = _write_folder(tmp_path / "mw", {**_files(small), "data.json": json.dumps(content).encode()})
+def test_data_json_that_is_not_dialogues_names_it(tmp_path, few_dialogues, content):
+    folder = _write_folder(tmp_path / "mw", {**_files(few_dialogues), "data.json": json.dumps(content).encode()})
     with pytest.raises(DataError) as excinfo:
         multiwoz.load(folder)
     assert str(folder / "data.json") in _one_line_error(excinfo)
@@ -416,8 +419,8 @@ def test_data_json_that_is_not_dialogues_names_it(tmp_path, small, content):
     ("restaurant_db.json", b"[1, 2, 3]"),
     ("attraction_db.json", b"\xff\xfe not text"),
 ])
-def test_malformed_db_file_names_it(tmp_path, small, name, content):
-    folder = _write_folder(tmp_path / "mw", {**_files(small), name: content})
+def test_malformed_db_file_names_it(tmp_path, few_dialogues, name, content):
+    folder = _write_folder(tmp_path / "mw", {**_files(few_dialogues), name: content})
     with pytest.raises(DataError) as excinfo:
         multiwoz.load(folder)
     message = _one_line_error(excinfo)
@@ -433,8 +436,8 @@ def test_non_zip_file_as_path_names_it(tmp_path):
     assert str(fake) in _one_line_error(excinfo)
 
 
-def test_zip_lacking_data_json_names_it(tmp_path, small):
-    files = _files(small)
+def test_zip_lacking_data_json_names_it(tmp_path, few_dialogues):
+    files = _files(few_dialogues)
     del files["data.json"]
     archive = _write_zip(tmp_path / ZIP_NAME, files)  # only the __MACOSX junk is called data.json
     with pytest.raises(DataError) as excinfo:
@@ -443,8 +446,8 @@ def test_zip_lacking_data_json_names_it(tmp_path, small):
     assert "data.json" in message and str(archive) in message
 
 
-def test_zip_with_malformed_data_json_names_it(tmp_path, small):
-    archive = _write_zip(tmp_path / ZIP_NAME, {**_files(small), "data.json": b"not json at all"})
+def test_zip_with_malformed_data_json_names_it(tmp_path, few_dialogues):
+    archive = _write_zip(tmp_path / ZIP_NAME, {**_files(few_dialogues), "data.json": b"not json at all"})
     with pytest.raises(DataError) as excinfo:
         multiwoz.load(archive)
     message = _one_line_error(excinfo)

@@ -13,7 +13,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import FACTORY, check_consistent, free_port, one_line_error, query, run, wait_for_rollouts
+from tests.conftest import (
+    FACTORY,
+    check_consistent,
+    free_port,
+    one_line_error,
+    query,
+    read_until,
+    run,
+    wait_for_rollouts,
+)
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'josh-factory[ray]'; make install does)")
 
@@ -92,16 +101,19 @@ def test_ray_harvest_writes_the_rows_of_a_local_harvest(wh, tmp_path):
 
 @pytest.mark.slow
 def test_killed_worker_loses_only_its_rollouts_and_a_rerun_completes(wh, template, tmp_path):
-    # The teacher harvests ~40 rollouts a second: enough tasks that both workers are still busy after the first 3.
-    limit = 400
+    limit = 24
     args = harvest_args(wh, "--ray", "--ray-workers", "2", "--concurrency", "2", "--beam", "8", limit=limit,
                         split="synth")
     proc = subprocess.Popen([*FACTORY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "FACTORY_DEBUG": ""})
     try:
-        wait_for_rollouts(wh, proc, 3, timeout=600)
+        # Printed once both workers are up, before any rollout is handed out: one of them is frozen from here on,
+        # so the two rollouts it is handed (the queue is longer than both workers' shares) never come back.
+        read_until(proc.stderr, "Ray workers,", timeout=600)
         victims = worker_pids(proc.pid)
         assert len(victims) == 2, victims
+        os.kill(victims[0], signal.SIGSTOP)
+        wait_for_rollouts(wh, proc, 3, timeout=600)  # the other worker carries on
         os.kill(victims[0], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=300)
     finally:
@@ -110,9 +122,10 @@ def test_killed_worker_loses_only_its_rollouts_and_a_rerun_completes(wh, templat
             proc.wait()
     assert proc.returncode == 1, stderr
     error = one_line_error(subprocess.CompletedProcess(args, proc.returncode, "", stderr))
-    assert "1 of 2 Ray workers died" in error and "run the same command again" in error
+    assert "1 of 2 Ray workers died" in error and "; 2 rollouts of run" in error
+    assert "run the same command again" in error
     committed = query(wh, "select count(*) from rollouts")[0][0]
-    assert 3 <= committed < limit  # the survivor carried on; the victim's rollouts in flight are missing
+    assert committed == limit - 2  # the survivor did the rest of the queue; the victim's two in flight are missing
     assert query(wh, "select status from runs") == [("failed",)]
     check_consistent(wh)
     rerun = run(*args, "--json")
@@ -165,7 +178,7 @@ def test_worker_pool_returns_arrow_rows_equal_to_a_local_rollout(local_ray, env)
     from toolwoz.environment import ToolWOZ
     from toolwoz.user_rule import RuleUser
 
-    search = SearchConfig(beam=4, max_steps=6, temperature=1.0)
+    search = SearchConfig(beam=4, max_turns=6, temperature=1.0)
     setup = WorkerSetup(agent="teacher", base_url=None, search=search, toolwoz=tables.export_arrow(env.con),
                         make_users=partial(_rule_users, search.seed), concurrency=4)
     tasks = sorted((t for t in env.tasks.values() if "val_harvest" in t.splits), key=lambda t: t.task_id)[:6]

@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import psutil
 import pytest
 
-from tests.conftest import FACTORY, check_consistent, query, wait_for_rollouts
+from tests.conftest import FACTORY, check_consistent, query, read_until, wait_for
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'josh-factory[ray]'; make install does)")
 
@@ -40,14 +39,15 @@ def test_next_ray_run_stops_what_a_killed_driver_left(wh, tmp_path):
     home = tmp_path / "home"
     env = {**os.environ, "FACTORY_DEBUG": "", "FACTORY_HOME": str(home)}
     records = home / "ray"
-    # Enough tasks (the teacher harvests fast) that the driver is still running after its first rollout.
-    first = subprocess.Popen([*FACTORY, "harvest", "--agent", "teacher", "--split", "synth", "--limit", "400",
+    first = subprocess.Popen([*FACTORY, "harvest", "--agent", "teacher", "--split", "synth", "--limit", "20",
                               "--beam", "8", "--concurrency", "2", "--ray", "--ray-workers", "1", "-w", str(wh)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        wait_for_rollouts(wh, first, 1, timeout=600)
+        read_until(first.stderr, "Ray workers,", timeout=600)  # its worker is up; no rollout handed out yet
         victims = _descendants(first.pid)  # the local Ray the driver started: GCS, raylet, agents, workers
         assert any("DashboardAgent" in title for title in victims.values()), victims
+        (worker,) = [pid for (pid, _), title in victims.items() if title.startswith("ray::HarvestWorker")]
+        os.kill(worker, signal.SIGSTOP)  # the rollouts it is handed never come back: the driver cannot finish
         assert (records / f"ray-{first.pid}.json").exists()
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -62,9 +62,7 @@ def test_next_ray_run_stops_what_a_killed_driver_left(wh, tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         mine = records / f"ray-{second.pid}.json"  # written once its own Ray is up, after the leftovers were stopped
-        deadline = time.monotonic() + 300
-        while not mine.exists() and second.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: mine.exists() or second.poll() is not None, "the second run's Ray record", 300, 0.1)
         left = {key: title for key, title in victims.items() if _alive(*key)}
         assert not left, f"processes of the killed run's Ray still alive: {left}"
         assert not (records / f"ray-{first.pid}.json").exists()

@@ -14,7 +14,6 @@ import hashlib
 import json
 import socket
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -44,9 +43,14 @@ class FaultyServer(FakeOpenAI):
         kind, payload = self.answer(read_json(handler))
         with self.lock:
             self.counts[kind] += 1
-        if kind == "hang":
-            time.sleep(2.5)  # > --request-timeout 1
-            return send_json(handler, 200, payload)  # the client gave up already: send_json ignores that
+        if kind == "hang":  # no answer until the client's --request-timeout runs out and it hangs up
+            handler.connection.settimeout(120)  # (a backstop for a client that never hangs up)
+            try:
+                handler.rfile.read(1)  # b"" once the client has closed the connection
+            except TimeoutError:
+                pass
+            handler.close_connection = True
+            return None
         if kind == "drop":
             handler.connection.shutdown(socket.SHUT_RDWR)
             handler.close_connection = True
@@ -96,7 +100,7 @@ class FaultyServer(FakeOpenAI):
 def test_every_rollout_is_done_or_failed_with_its_error_and_a_rerun_completes_them(wh) -> None:
     with FaultyServer() as server:
         args = ["eval", "--agent", "openai:fake", "--base-url", server.base_url, "--request-timeout", "1",
-                "--split", "val", "--limit", "16", "--max-steps", "3", "--concurrency", "8", "-w", str(wh), "--json"]
+                "--split", "val", "--limit", "16", "--max-turns", "3", "--concurrency", "8", "-w", str(wh), "--json"]
         first = run(*args)
         # Everything committed, the JSON printed, then exit 1: a script or CI sees that rollouts failed.
         assert first.returncode == 1, first.stderr
@@ -176,7 +180,7 @@ class RateLimited(FakeOpenAI):
 def test_a_harvest_whose_rollouts_failed_commits_them_prints_its_summary_and_exits_1(wh) -> None:
     with RateLimited() as server:
         args = ["harvest", "--agent", "openai:fake", "--base-url", server.base_url, "--request-timeout", "1",
-                "--split", "val_harvest", "--limit", "2", "--beam", "2", "--max-steps", "2", "-w", str(wh)]
+                "--split", "val_harvest", "--limit", "2", "--beam", "2", "--max-turns", "2", "-w", str(wh)]
         first = run(*args)
         assert first.returncode == 1, first.stderr
         stderr = " ".join(first.stderr.split())

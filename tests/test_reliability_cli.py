@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import duckdb
@@ -19,18 +17,16 @@ import pytest
 import sql
 from factory.errors import WarehouseBusy
 from factory.store.writer import Writer
-from tests.conftest import FACTORY, check_consistent, one_line_error, query, run, wait_for_rollouts
-
-
-@pytest.fixture()
-def small(tmp_path) -> Path:
-    """A warehouse with the schema and one run, written through the real writer."""
-    path = tmp_path / "w.duckdb"
-    with Writer(path, "test") as writer:
-        writer.append({"runs": [{"run_id": "eval-a", "kind": "eval", "created_at": "2026-01-01 00:00:00",
-                                 "status": "done", "config": "{}", "agent_model": "teacher", "split": "val"}]})
-    return path
-
+from tests.conftest import (
+    FACTORY,
+    check_consistent,
+    one_line_error,
+    query,
+    read_until,
+    run,
+    wait_for,
+    wait_for_rollouts,
+)
 
 # -- 1. model-written bytes ---------------------------------------------------------------------------------
 
@@ -78,25 +74,13 @@ def test_sql_param_without_query_is_a_user_mistake(small) -> None:
 
 # -- 5. locks, dead writers, SIGTERM ----------------------------------------------------------------------------
 
-def _read_until(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
-    """What the process wrote to stdout up to and including `text` (fails after `timeout` s without it)."""
-    seen, deadline = "", time.monotonic() + timeout
-    while text not in seen:
-        ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
-        assert ready, f"no {text!r} within {timeout} s: {seen[-500:]!r}"
-        chunk = os.read(proc.stdout.fileno(), 4096).decode(errors="replace")
-        assert chunk, f"stdout closed before {text!r}: {seen[-500:]!r}"
-        seen += chunk
-    return seen
-
-
 def test_an_open_prompt_never_locks_a_writer_out(small) -> None:
     leader, follower = pty.openpty()  # a terminal: the prompt only opens on one
     proc = subprocess.Popen([*FACTORY, "sql", "-w", str(small)], stdin=follower, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         os.write(leader, b"select count(*) as n, 424242 as marker from runs\n")
-        answered = _read_until(proc, "424242")  # the prompt has answered and waits for the next line
+        answered = read_until(proc.stdout, "424242")  # the prompt has answered and waits for the next line
         assert proc.poll() is None
         writer = Writer(small, "test", wait_s=0)
         with writer:
@@ -121,9 +105,7 @@ def test_sql_write_takes_the_writer_lock(small) -> None:
     proc = subprocess.Popen([*FACTORY, "sql", "--write", "-w", str(small)], stdin=follower,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not Path(f"{small}.lock").read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: Path(f"{small}.lock").read_text(), "the prompt's writer lock", 60)
         with pytest.raises(WarehouseBusy, match="factory sql --write"):
             with Writer(small, "test"):
                 pass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,25 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from factory.cli import cli
-from factory.store.writer import Writer
 from tests.conftest import one_line_error, run
-
-
-@pytest.fixture(scope="module")
-def one_run(tmp_path_factory) -> Path:
-    """A warehouse with the schema and one run, written through the real writer (closed: checkpointed, no .wal)."""
-    path = tmp_path_factory.mktemp("one-run") / "w.duckdb"
-    with Writer(path, "test") as writer:
-        writer.append({"runs": [{"run_id": "eval-a", "kind": "eval", "created_at": "2026-01-01 00:00:00",
-                                 "status": "done", "config": "{}", "agent_model": "teacher", "split": "val"}]})
-    return path
-
-
-@pytest.fixture()
-def small(one_run, tmp_path, monkeypatch) -> Path:
-    """A copy of `one_run`, alone in its folder."""
-    monkeypatch.delenv("FACTORY_DEBUG", raising=False)
-    return Path(shutil.copy(one_run, tmp_path / "w.duckdb"))
 
 
 def sha(path: Path) -> str:
@@ -46,8 +27,8 @@ def sha(path: Path) -> str:
 
 
 def sql(*args: str):
-    """`factory sql ARGS` in this process."""
-    return CliRunner().invoke(cli, ["sql", *args])
+    """`factory sql ARGS` in this process (one-line errors: FACTORY_DEBUG unset)."""
+    return CliRunner(env={"FACTORY_DEBUG": None}).invoke(cli, ["sql", *args])
 
 
 def refused_line(result) -> str:

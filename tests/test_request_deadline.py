@@ -72,7 +72,7 @@ class DripServer(FakeOpenAI):
 def test_a_dripping_server_is_cut_at_the_deadline(wh):
     with DripServer() as server:
         result = run("eval", "--agent", "openai:fake", "--base-url", server.base_url, "--request-timeout", "1",
-                     "--split", "val", "--limit", "1", "--max-steps", "1", "-w", str(wh), "--json")
+                     "--split", "val", "--limit", "1", "--max-turns", "1", "-w", str(wh), "--json")
         # The exit status of a run with failed rollouts is another test's business (0 or 1); no crash here.
         assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
         # The client's disconnects reach the server at its next write (half a second later): wait for them.

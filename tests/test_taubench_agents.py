@@ -18,16 +18,11 @@ from taubench.replay import load_actions, replay
 from taubench.state import Branch
 from taubench.users import GREETING, MAX_TURNS, STOP, ScriptedUser, llm_user_messages, opening
 
-try:
-    FOLDER = data.locate(None)
-except Exception as e:  # noqa: BLE001 - the message says how to point at the data
-    pytest.fail(str(e), pytrace=False)
-
 
 @pytest.fixture(scope="module")
-def envs() -> dict[str, TauEnv]:
+def envs(retail, airline) -> dict[str, TauEnv]:
     """One env per domain, shared by every rollout (each rollout's writes are forgotten after it)."""
-    return {d: TauEnv.open(data.in_memory(d, folder=FOLDER), d) for d in data.DOMAINS}
+    return {"retail": retail, "airline": airline}
 
 
 def episode(env: TauEnv, task: data.TauTask, seed: int = 0, temperature: float = 0.0,

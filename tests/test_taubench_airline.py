@@ -13,18 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taubench import data as tbdata
 from taubench import state
 from taubench.env import TauEnv
 from taubench.replay import replay
 from taubench.state import Branch
 
 N_TASKS = 50
-
-
-@pytest.fixture(scope="module")
-def env() -> TauEnv:
-    return TauEnv.open(tbdata.in_memory("airline"), "airline")
 
 
 def gold(env: TauEnv, index: int) -> list[dict[str, Any]]:
@@ -41,8 +35,8 @@ def reward(env: TauEnv, index: int, actions: list[dict[str, Any]]) -> float:
 
 
 @pytest.mark.parametrize("index", range(N_TASKS))
-def test_gold_actions_score_one(env: TauEnv, index: int) -> None:
-    result = replay(env, env.tasks[f"airline/test/{index}"], gold(env, index))
+def test_gold_actions_score_one(airline: TauEnv, index: int) -> None:
+    result = replay(airline, airline.tasks[f"airline/test/{index}"], gold(airline, index))
     assert result.reward.reward == 1.0, result.reward
     assert not [o for o in result.observations if o.startswith("Error")]
 
@@ -102,15 +96,15 @@ PERTURBED = {
 
 
 @pytest.mark.parametrize("case", sorted(PERTURBED))
-def test_perturbed_sequences_score_as_tau_bench(env: TauEnv, case: str) -> None:
+def test_perturbed_sequences_score_as_tau_bench(airline: TauEnv, case: str) -> None:
     index, perturb, expected, why = PERTURBED[case]
-    assert reward(env, index, perturb(gold(env, index))) == expected, why
+    assert reward(airline, index, perturb(gold(airline, index))) == expected, why
 
 
-def test_outputs_match_without_commas_and_case(env: TauEnv) -> None:
-    actions = _drop(gold(env, 2), "respond")
-    assert reward(env, 2, actions + [{"name": "respond", "kwargs": {"content": "The total is 23,553."}}]) == 1.0
-    assert reward(env, 2, actions + [{"name": "respond", "kwargs": {"content": "The total is 23 553."}}]) == 0.0
+def test_outputs_match_without_commas_and_case(airline: TauEnv) -> None:
+    actions = _drop(gold(airline, 2), "respond")
+    assert reward(airline, 2, actions + [{"name": "respond", "kwargs": {"content": "The total is 23,553."}}]) == 1.0
+    assert reward(airline, 2, actions + [{"name": "respond", "kwargs": {"content": "The total is 23 553."}}]) == 0.0
 
 
 BOOKING = {  # task 0's gold booking
@@ -154,16 +148,16 @@ AIRPORTS = (
     '"MSP": "Minneapolis", "DTW": "Detroit", "PHL": "Philadelphia", "LGA": "LaGuardia"}')
 
 
-def test_observations_checked_by_hand(env: TauEnv) -> None:
+def test_observations_checked_by_hand(airline: TauEnv) -> None:
     branch = Branch("hand", (0,))
 
     def say(name: str, **kwargs: Any) -> str:
-        return env.call(name, kwargs, branch=branch).content
+        return airline.call(name, kwargs, branch=branch).content
 
     assert say("book_reservation", **{**copy.deepcopy(BOOKING), "insurance": "yes"}) == (
         "Error: payment amount does not add up, total price is 285, but paid 255")  # 30 per passenger
     assert say("book_reservation", **copy.deepcopy(BOOKING)) == BOOKED
-    user = env.read(branch, "users", "mia_li_3668")
+    user = airline.read(branch, "users", "mia_li_3668")
     assert "certificate_7504069" not in user["payment_methods"]  # a certificate is used up
     assert user["reservations"] == ["NO6JO3", "AIXC49", "HKEG34", "HATHAT"]
     assert say("get_reservation_details", reservation_id="HATHAT") == BOOKED
@@ -191,10 +185,10 @@ def test_observations_checked_by_hand(env: TauEnv) -> None:
                payment_id="certificate_4856383") == "Error: payment method not found"  # not this user's
 
 
-def test_onestop_search_keeps_tau_bench_quirks(env: TauEnv) -> None:
+def test_onestop_search_keeps_tau_bench_quirks(airline: TauEnv) -> None:
     """HAT002 (LGA-PHX) lands "+1", so its connection HAT045 (PHX-SEA) is the next day, 2024-05-17, but
     τ-bench shows HAT045's status, seats and prices of 2024-05-16 (economy 100; on 05-17 it is 137)."""
-    pairs = json.loads(env.call("search_onestop_flight", {"origin": "LGA", "destination": "SEA",
+    pairs = json.loads(airline.call("search_onestop_flight", {"origin": "LGA", "destination": "SEA",
                                                           "date": "2024-05-16"}, branch=Branch("one", (0,))).content)
     pair = [p for p in pairs if (p[0]["flight_number"], p[1]["flight_number"]) == ("HAT002", "HAT045")]
     assert json.dumps(pair[0][1]) == (
@@ -205,7 +199,7 @@ def test_onestop_search_keeps_tau_bench_quirks(env: TauEnv) -> None:
     assert pair[0][0]["date"] == "2024-05-16" and list(pair[0][0])[-1] == "date"
     assert all(p[0]["destination"] == p[1]["origin"] for p in pairs) and len(pairs) > 1
     # τ-bench computes the next day with int(date[-2:]) only on meeting a "+1" first leg
-    assert env.call("search_onestop_flight", {"origin": "LGA", "destination": "SEA", "date": "tomorrow"},
+    assert airline.call("search_onestop_flight", {"origin": "LGA", "destination": "SEA", "date": "tomorrow"},
                     branch=Branch("one", (0,))).content == "Error: invalid literal for int() with base 10: 'ow'"
 
 
@@ -220,20 +214,20 @@ DOWNGRADED = (  # 84BUUS: economy at 135 + 137 for 2 passengers (544 paid), basi
     '"total_baggages": 1, "nonfree_baggages": 0, "insurance": "no"}')
 
 
-def test_update_flights_as_tau_bench_prices_it(env: TauEnv) -> None:
+def test_update_flights_as_tau_bench_prices_it(airline: TauEnv) -> None:
     """From update_reservation_flights.py: a new cabin re-prices every flight but `cabin` itself is not changed;
     the difference (here -220) goes onto the gift card; in the same cabin a kept flight keeps its stored price."""
     flights = [{"flight_number": "HAT191", "date": "2024-05-22"}, {"flight_number": "HAT157", "date": "2024-05-22"}]
     branch = Branch("downgrade", (0,))
-    call = env.call("update_reservation_flights", {"reservation_id": "84BUUS", "cabin": "basic_economy",
+    call = airline.call("update_reservation_flights", {"reservation_id": "84BUUS", "cabin": "basic_economy",
                                                    "flights": flights, "payment_id": "gift_card_4044343"},
                     branch=branch)
     assert call.content == DOWNGRADED
-    assert env.read(branch, "users", "sophia_johansson_8142")["payment_methods"]["gift_card_4044343"] == {
+    assert airline.read(branch, "users", "sophia_johansson_8142")["payment_methods"]["gift_card_4044343"] == {
         "source": "gift_card", "amount": 396, "id": "gift_card_4044343"}  # 176 + 220
     assert {(w["tbl"], w["key"]) for w in call.writes} == {("reservations", "84BUUS"),
                                                            ("users", "sophia_johansson_8142")}
-    same = json.loads(env.call("update_reservation_flights", {
+    same = json.loads(airline.call("update_reservation_flights", {
         "reservation_id": "84BUUS", "cabin": "economy", "flights": flights, "payment_id": "gift_card_4044343"},
         branch=Branch("same", (0,))).content)
     assert [(f["price"], list(f)) for f in same["flights"]] == [  # economy is 134 and 199 now
@@ -241,13 +235,13 @@ def test_update_flights_as_tau_bench_prices_it(env: TauEnv) -> None:
     assert same["payment_history"] == [{"payment_id": "gift_card_4044343", "amount": 544}]  # nothing charged
     upgrade = {"reservation_id": "3RK2T9", "cabin": "economy", "flights": [
         {"flight_number": "HAT214", "date": "2024-05-19"}, {"flight_number": "HAT009", "date": "2024-05-20"}]}
-    assert env.call("update_reservation_flights", {**upgrade, "payment_id": "gift_card_2550356"},
+    assert airline.call("update_reservation_flights", {**upgrade, "payment_id": "gift_card_2550356"},
                     branch=branch).content == "Error: gift card balance is not enough"  # 414 > 149
-    assert env.call("update_reservation_flights", {**upgrade, "payment_id": "certificate_7583008"},
+    assert airline.call("update_reservation_flights", {**upgrade, "payment_id": "certificate_7583008"},
                     branch=branch).content == "Error: certificate cannot be used to update reservation"
 
 
-def test_bad_calls_are_tau_bench_errors_and_write_nothing(env: TauEnv) -> None:
+def test_bad_calls_are_tau_bench_errors_and_write_nothing(airline: TauEnv) -> None:
     branch = Branch("bad", (0,))
     no_insurance = {k: v for k, v in BOOKING.items() if k != "insurance"}
     cases = [
@@ -263,21 +257,21 @@ def test_bad_calls_are_tau_bench_errors_and_write_nothing(env: TauEnv) -> None:
         ("fly_me_to_the_moon", {}, "Unknown action fly_me_to_the_moon"),
     ]
     for name, kwargs, expected in cases:
-        call = env.call(name, copy.deepcopy(kwargs), branch=branch)
+        call = airline.call(name, copy.deepcopy(kwargs), branch=branch)
         assert (call.content, call.ok, call.writes) == (expected, False, []), name
-    assert env.state_changes("bad") == []
+    assert airline.state_changes("bad") == []
 
 
-def test_a_certificate_listed_twice_fails_after_spending_it(env: TauEnv) -> None:
+def test_a_certificate_listed_twice_fails_after_spending_it(airline: TauEnv) -> None:
     """τ-bench checks each payment line alone (250 >= 200 and 250 >= 50), deletes the certificate on the first line
     and fails with KeyError on the second: the certificate is gone and nothing is booked."""
     branch = Branch("twice", (0,))
     kwargs = {**copy.deepcopy(BOOKING), "payment_methods": [
         {"payment_id": "certificate_7504069", "amount": 200}, {"payment_id": "certificate_7504069", "amount": 50},
         {"payment_id": "credit_card_4421486", "amount": 5}]}
-    assert env.call("book_reservation", kwargs, branch=branch).content == "Error: 'certificate_7504069'"
-    assert "certificate_7504069" not in env.read(branch, "users", "mia_li_3668")["payment_methods"]
-    assert env.read(branch, "reservations", "HATHAT") is None
+    assert airline.call("book_reservation", kwargs, branch=branch).content == "Error: 'certificate_7504069'"
+    assert "certificate_7504069" not in airline.read(branch, "users", "mia_li_3668")["payment_methods"]
+    assert airline.read(branch, "reservations", "HATHAT") is None
 
 
 def _base_doc(env: TauEnv, reservation_id: str) -> Any:
@@ -286,18 +280,18 @@ def _base_doc(env: TauEnv, reservation_id: str) -> Any:
     return row and row[0]
 
 
-def test_sibling_branches_do_not_see_each_other(env: TauEnv) -> None:
+def test_sibling_branches_do_not_see_each_other(airline: TauEnv) -> None:
     root = Branch("siblings", (0,))
     a, b = root.child(1), root.child(2)
     a_child = a.child(3)
-    base_z7 = _base_doc(env, "Z7GOZK")
+    base_z7 = _base_doc(airline, "Z7GOZK")
 
     def say(branch: Branch, name: str, **kwargs: Any) -> str:
-        return env.call(name, copy.deepcopy(kwargs), branch=branch).content
+        return airline.call(name, copy.deepcopy(kwargs), branch=branch).content
 
     assert say(a, "cancel_reservation", reservation_id="Z7GOZK") == CANCELLED
     assert say(a, "book_reservation", **BOOKING) == BOOKED
-    other = gold(env, 11)[0]["kwargs"]  # another user's booking: in b it is HATHAT too
+    other = gold(airline, 11)[0]["kwargs"]  # another user's booking: in b it is HATHAT too
     booked_b = json.loads(say(b, "book_reservation", **other))
     assert booked_b["reservation_id"] == "HATHAT" and booked_b["user_id"] == other["user_id"]
     assert say(b, "send_certificate", user_id="mia_li_3668", amount=100).startswith("Certificate certificate_3221322")
@@ -305,18 +299,18 @@ def test_sibling_branches_do_not_see_each_other(env: TauEnv) -> None:
     assert "status" not in json.loads(say(b, "get_reservation_details", reservation_id="Z7GOZK"))
     assert json.loads(say(b, "get_reservation_details", reservation_id="HATHAT"))["user_id"] == other["user_id"]
     assert json.loads(say(a, "get_reservation_details", reservation_id="HATHAT"))["user_id"] == "mia_li_3668"
-    assert "certificate_3221322" not in env.read(a, "users", "mia_li_3668")["payment_methods"]
-    assert "certificate_7504069" in env.read(b, "users", "mia_li_3668")["payment_methods"]
+    assert "certificate_3221322" not in airline.read(a, "users", "mia_li_3668")["payment_methods"]
+    assert "certificate_7504069" in airline.read(b, "users", "mia_li_3668")["payment_methods"]
     assert say(root, "get_reservation_details", reservation_id="HATHAT") == "Error: user not found"
     # a child inherits its parent's writes: its booking is the next id
     assert json.loads(say(a_child, "get_reservation_details", reservation_id="Z7GOZK"))["status"] == "cancelled"
     assert json.loads(say(a_child, "book_reservation", **other))["reservation_id"] == "HATHAU"
     assert say(a, "get_reservation_details", reservation_id="HATHAU") == "Error: user not found"
 
-    assert set(state.differences(env.con, a, b)) >= {("reservations", "HATHAT"), ("reservations", "Z7GOZK")}
-    assert _base_doc(env, "Z7GOZK") == base_z7 and _base_doc(env, "HATHAT") is None  # base tables untouched
-    assert env.con.execute("SELECT count(*) FROM taubench_airline_reservations").fetchone()[0] == 2000
-    writes = env.state_changes("siblings")
+    assert set(state.differences(airline.con, a, b)) >= {("reservations", "HATHAT"), ("reservations", "Z7GOZK")}
+    assert _base_doc(airline, "Z7GOZK") == base_z7 and _base_doc(airline, "HATHAT") is None  # base tables untouched
+    assert airline.con.execute("SELECT count(*) FROM taubench_airline_reservations").fetchone()[0] == 2000
+    writes = airline.state_changes("siblings")
     assert {(w["node_id"], w["tbl"], w["key"]) for w in writes} == {
         (1, "reservations", "Z7GOZK"), (1, "reservations", "HATHAT"), (1, "users", "mia_li_3668"),
         (2, "reservations", "HATHAT"), (2, "users", other["user_id"]), (2, "users", "mia_li_3668"),

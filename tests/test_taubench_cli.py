@@ -81,6 +81,11 @@ def test_oracle_harvest_branches_keep_their_own_state(tw):
     assert query(tw, "select count(*) > 0 from sft")[0][0] and query(tw, "select count(*) > 0 from kto")[0][0]
     tools = json.loads(query(tw, "select tools from sft limit 1")[0][0])
     assert "cancel_pending_order" in {t["function"]["name"] for t in tools}
+    # deleting the run removes every row it made, its branches' writes included
+    deleted = run("runs", "delete", summary["run_id"], "--yes", "-w", str(tw))
+    assert deleted.returncode == 0, deleted.stderr
+    for table in ("runs", "rollouts", "nodes", "messages", "tool_calls", "rewards", "state_changes"):
+        assert query(tw, f"select count(*) from {table}") == [(0,)], table
 
 
 def test_oracle_eval_scores_one_and_records_both_rewards(tw):
@@ -160,7 +165,7 @@ def test_eval_with_openai_agent_and_llm_user(tw, long_context_server):
     served, url = long_context_server
     result = run("eval", "--env", "retail", "--split", "dev", "--limit", "2", "--agent", f"openai:{served}",
                  "--base-url", url, "--user", "llm", "--user-model", f"openai:{served}", "--user-base-url", url,
-                 "--max-steps", "1", "--max-new-tokens", "16", "--json", "-w", str(tw))
+                 "--max-turns", "1", "--max-new-tokens", "16", "--json", "-w", str(tw))
     assert result.returncode in (0, 1), result.stderr  # 1: a rollout failed on a server error (recorded)
     summary = json.loads(result.stdout)
     assert summary["rollouts"] == 2 and summary["env"] == "retail"
@@ -182,11 +187,11 @@ def test_loop_on_retail(tw, model_dir, tmp_path):
 
     model = long_context(model_dir, tmp_path / "tiny-long")
     args = ["loop", "--env", "retail", "--model", str(model), "--out", str(tmp_path / "loop"), "--eval-tasks", "2",
-            "--harvest-tasks", "2", "--beam", "2", "--max-steps", "1", "--max-new-tokens", "8", "--sft-steps", "1",
+            "--harvest-tasks", "2", "--beam", "2", "--max-turns", "1", "--max-new-tokens", "8", "--sft-steps", "1",
             "--sft-loss", "all", "--wise-ft", "1", "--kto-steps", "0", "-w", str(tw)]
     first = run(*args)
     assert first.returncode == 2 and "M1 has no training rows" in one_line_error(first), first.stderr[-2000:]
-    runs = dict(query(tw, "select kind || ':' || beam_size, run_id from runs where env = 'retail'"))
+    runs = dict(query(tw, "select kind || ':' || beam, run_id from runs where env = 'retail'"))
     assert query(tw, "select distinct split from runs where kind = 'harvest'") == [("train",)]
     mark_deepest_golden(tw, runs["harvest:2"])
     second = run(*args, "--json")

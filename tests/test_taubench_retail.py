@@ -7,27 +7,13 @@ few observations match values worked out by hand from τ-bench's tool code and t
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
-from taubench import data as tbdata
 from taubench import rewards
 from taubench.data import Action, TauTask
 from taubench.env import TauEnv
 from taubench.state import Branch
-from tests.conftest import SHARED
-
-TAUBENCH_DIR = Path(os.environ.get("FACTORY_TAUBENCH") or SHARED / "taubench")
-
-
-@pytest.fixture(scope="module")
-def env() -> TauEnv:
-    if not (TAUBENCH_DIR / "retail" / "orders.json").exists():
-        pytest.fail(f"τ-bench data not found at {TAUBENCH_DIR}; set FACTORY_TAUBENCH")
-    return TauEnv.open(tbdata.in_memory("retail", folder=TAUBENCH_DIR), "retail")
-
 
 _runs = iter(range(10 ** 9))
 
@@ -47,14 +33,15 @@ def reward(env: TauEnv, task: TauTask, actions: list[Action], messages: list[str
         env.forget(branch.rollout_id)
 
 
-def test_gold_actions_score_one_on_every_retail_task(env) -> None:
-    assert len(env.tasks) == 635
+def test_gold_actions_score_one_on_every_retail_task(retail) -> None:
+    assert len(retail.tasks) == 635
     wrong = []
-    for task in env.tasks.values():
-        calls = [env.call(a.name, a.kwargs, branch=Branch(f"gold-check/{task.task_id}", (0,)))
+    for task in retail.tasks.values():
+        calls = [retail.call(a.name, a.kwargs, branch=Branch(f"gold-check/{task.task_id}", (0,)))
                  for a in task.tool_actions]
-        info = rewards.episode_reward(env, task, Branch(f"gold-check/{task.task_id}", (0,)), [" ".join(task.outputs)])
-        env.forget(f"gold-check/{task.task_id}")
+        info = rewards.episode_reward(retail, task, Branch(f"gold-check/{task.task_id}", (0,)),
+                                      [" ".join(task.outputs)])
+        retail.forget(f"gold-check/{task.task_id}")
         if info.reward != 1.0 or rewards.goals_met(task, calls, rewards.goals(task)) != rewards.goals(task):
             wrong.append(task.task_id)
     assert wrong == []
@@ -84,47 +71,48 @@ PERTURBATIONS = [
 
 @pytest.mark.parametrize("task_id, change, expected", PERTURBATIONS,
                          ids=[f"{t}-{i}" for i, (t, _, _) in enumerate(PERTURBATIONS)])
-def test_perturbed_actions_score_as_taubench_would(env, task_id, change, expected) -> None:
-    task = env.task(task_id)
-    info = reward(env, task, change(list(task.tool_actions)))
+def test_perturbed_actions_score_as_taubench_would(retail, task_id, change, expected) -> None:
+    task = retail.task(task_id)
+    info = reward(retail, task, change(list(task.tool_actions)))
     assert info.reward == expected and info.db_match == (expected == 1.0)
     assert (info.differences == []) == info.db_match
 
 
-def test_outputs_must_be_said(env) -> None:
-    task = env.task("retail/test/76")  # outputs: ["1939.05"]
+def test_outputs_must_be_said(retail) -> None:
+    task = retail.task("retail/test/76")  # outputs: ["1939.05"]
     gold = list(task.tool_actions)
-    assert reward(env, task, gold, ["Your refund total is 1,939.05 dollars."]).reward == 1.0  # commas removed
-    silent = reward(env, task, gold, ["Both orders are cancelled."])
+    assert reward(retail, task, gold, ["Your refund total is 1,939.05 dollars."]).reward == 1.0  # commas removed
+    silent = reward(retail, task, gold, ["Both orders are cancelled."])
     assert (silent.reward, silent.db_match, silent.outputs) == (0.0, True, {"1939.05": False})
-    assert reward(env, task, gold[:1], ["1939.05"]).reward == 0.0  # said, but the database is wrong
-    case = env.task("retail/test/32")  # outputs: ["746342064230"] (a tracking id)
+    assert reward(retail, task, gold[:1], ["1939.05"]).reward == 0.0  # said, but the database is wrong
+    case = retail.task("retail/test/32")  # outputs: ["746342064230"] (a tracking id)
     assert rewards.outputs_found(case, ["Tracking: 746342064230."]) == {"746342064230": True}
 
 
-def test_cancel_refunds_to_the_gift_card_at_once(env) -> None:
+def test_cancel_refunds_to_the_gift_card_at_once(retail) -> None:
     # retail/test/32: #W9373487 was paid 109.27 from gift_card_7711863 (balance 44), #W5481803 397.26 from it
     branch = Branch("hand/cancel", (0,))
-    first = env.call("cancel_pending_order", {"order_id": "#W9373487", "reason": "no longer needed"}, branch=branch)
+    first = retail.call("cancel_pending_order", {"order_id": "#W9373487", "reason": "no longer needed"}, branch=branch)
     assert first.content.endswith(
         '"status": "cancelled", "payment_history": [{"transaction_type": "payment", "amount": 109.27, '
         '"payment_method_id": "gift_card_7711863"}, {"transaction_type": "refund", "amount": 109.27, '
         '"payment_method_id": "gift_card_7711863"}], "cancel_reason": "no longer needed"}')
-    assert env.read(branch, "users", "olivia_lopez_3865")["payment_methods"]["gift_card_7711863"]["balance"] == 153.27
-    env.call("cancel_pending_order", {"order_id": "#W5481803", "reason": "no longer needed"}, branch=branch)
-    user = env.call("get_user_details", {"user_id": "olivia_lopez_3865"}, branch=branch).content
+    olivia = retail.read(branch, "users", "olivia_lopez_3865")
+    assert olivia["payment_methods"]["gift_card_7711863"]["balance"] == 153.27
+    retail.call("cancel_pending_order", {"order_id": "#W5481803", "reason": "no longer needed"}, branch=branch)
+    user = retail.call("get_user_details", {"user_id": "olivia_lopez_3865"}, branch=branch).content
     assert '"gift_card_7711863": {"source": "gift_card", "balance": 550.53, "id": "gift_card_7711863"}' in user
-    assert [(w["tbl"], w["key"]) for w in env.state_changes("hand/cancel")] == [
+    assert [(w["tbl"], w["key"]) for w in retail.state_changes("hand/cancel")] == [
         ("orders", "#W9373487"), ("users", "olivia_lopez_3865"),
         ("orders", "#W5481803"), ("users", "olivia_lopez_3865")]
-    env.forget("hand/cancel")
+    retail.forget("hand/cancel")
 
 
-def test_exchange_records_the_price_difference(env) -> None:
+def test_exchange_records_the_price_difference(retail) -> None:
     # retail/test/0: 1151293680 (272.33) -> 7706410293 (269.16), 4983901480 (262.47) -> 7747408585 (249.01);
     # the order (paid 1819.92, the sum of its five items) keeps its payments: the difference is settled later
     branch = Branch("hand/exchange", (0,))
-    done = env.call("exchange_delivered_order_items", {
+    done = retail.call("exchange_delivered_order_items", {
         "order_id": "#W2378156", "item_ids": ["4983901480", "1151293680"],
         "new_item_ids": ["7747408585", "7706410293"], "payment_method_id": "credit_card_9513926"}, branch=branch)
     assert done.content.endswith(
@@ -132,11 +120,11 @@ def test_exchange_records_the_price_difference(env) -> None:
         '"payment_method_id": "credit_card_9513926"}], "exchange_items": ["1151293680", "4983901480"], '
         '"exchange_new_items": ["7706410293", "7747408585"], "exchange_payment_method_id": "credit_card_9513926", '
         '"exchange_price_difference": -16.63}')
-    again = env.call("exchange_delivered_order_items", {
+    again = retail.call("exchange_delivered_order_items", {
         "order_id": "#W2378156", "item_ids": ["4983901480"], "new_item_ids": ["7747408585"],
         "payment_method_id": "credit_card_9513926"}, branch=branch.child(1))
     assert again.content == "Error: non-delivered order cannot be exchanged"
-    env.forget("hand/exchange")
+    retail.forget("hand/exchange")
 
 
 @pytest.mark.parametrize("name, kwargs, observation", [
@@ -155,18 +143,18 @@ def test_exchange_records_the_price_difference(env) -> None:
     ("return_delivered_order_items", {"order_id": "#W2378156", "item_ids": ["4983901480"],
                                       "payment_method_id": "paypal_0"}, "Error: payment method not found"),
 ])
-def test_observations_worked_out_by_hand(env, name, kwargs, observation) -> None:
-    assert env.call(name, kwargs, branch=Branch("hand/obs", (0,))).content == observation
+def test_observations_worked_out_by_hand(retail, name, kwargs, observation) -> None:
+    assert retail.call(name, kwargs, branch=Branch("hand/obs", (0,))).content == observation
 
 
-def test_product_types_are_sorted_by_name(env) -> None:
-    types = env.call("list_all_product_types", {}, branch=Branch("hand/types", (0,))).content
+def test_product_types_are_sorted_by_name(retail) -> None:
+    types = retail.call("list_all_product_types", {}, branch=Branch("hand/types", (0,))).content
     assert types.startswith('{"Action Camera": "3377618313", "Air Purifier": "3821016478", "Backpack": "2524789262"')
     assert len(json.loads(types)) == 50
 
 
-def test_goals_met_takes_the_first_open_equal_gold_action(env) -> None:
-    task = env.task("retail/test/32")  # get_order_details #W9373487, #W5481803 and #W7449508 each appear twice
+def test_goals_met_takes_the_first_open_equal_gold_action(retail) -> None:
+    task = retail.task("retail/test/32")  # get_order_details #W9373487, #W5481803 and #W7449508 each appear twice
     goals = rewards.goals(task)
     assert goals[0] == ("retail", "0:find_user_id_by_name_zip") and len(goals) == 13
     lookup = Action("get_order_details", {"order_id": "#W9373487"})
@@ -178,8 +166,8 @@ def test_goals_met_takes_the_first_open_equal_gold_action(env) -> None:
     wrong = Action("get_order_details", {"order_id": "#W9373487", "extra": 1})
     assert rewards.goals_met(task, [wrong, {"name": "think", "kwargs": {"thought": "x"}}], goals) == []
     cancel = {"order_id": "#W9373487", "reason": "no longer needed"}
-    env.call("cancel_pending_order", cancel, branch=Branch("goals", (0,)))
-    failed = env.call("cancel_pending_order", cancel, branch=Branch("goals", (0, 1)))
+    retail.call("cancel_pending_order", cancel, branch=Branch("goals", (0,)))
+    failed = retail.call("cancel_pending_order", cancel, branch=Branch("goals", (0, 1)))
     assert failed.content == "Error: non-pending order cannot be cancelled"
     assert rewards.goals_met(task, [failed], goals) == [("retail", "8:cancel_pending_order")]  # the action counts
-    env.forget("goals")
+    retail.forget("goals")

@@ -8,8 +8,6 @@ scans see the same, and the SQL database comparison agrees with the model.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,51 +15,36 @@ from hypothesis import strategies as st
 
 from taubench import data as tbdata
 from taubench import state
-from taubench.env import TauEnv, TauRequest, registry
+from taubench.env import TauRequest, registry
 from taubench.errors import DataError, DataNotFound
 from taubench.state import Branch, BranchDB
-from tests.conftest import SHARED
-
-TAUBENCH_DIR = Path(os.environ.get("FACTORY_TAUBENCH") or SHARED / "taubench")
-
-
-@pytest.fixture(scope="module")
-def con():
-    if not (TAUBENCH_DIR / "retail" / "orders.json").exists():
-        pytest.fail(f"τ-bench data not found at {TAUBENCH_DIR}; set FACTORY_TAUBENCH")
-    return tbdata.in_memory(folder=TAUBENCH_DIR)
-
-
-@pytest.fixture(scope="module")
-def env(con) -> TauEnv:
-    return TauEnv.open(con, "retail")
-
+from tests.conftest import TAUBENCH_DIR
 
 # -- data and tables ------------------------------------------------------------------------------------------
 
 
-def test_build_holds_every_record_and_task(con) -> None:
+def test_build_holds_every_record_and_task(tau_con) -> None:
     for domain in tbdata.DOMAINS:
         for tbl in tbdata.TABLES[domain]:
             records = json.loads((TAUBENCH_DIR / domain / f"{tbl}.json").read_text())
-            rows = con.execute(f"SELECT key, doc FROM taubench_base WHERE domain = ? AND tbl = ? ORDER BY ord",
+            rows = tau_con.execute(f"SELECT key, doc FROM taubench_base WHERE domain = ? AND tbl = ? ORDER BY ord",
                                [domain, tbl]).fetchall()
             assert rows == [(k, json.dumps(r)) for k, r in records.items()]  # text and order as τ-bench dumps
-            typed = con.execute(f"SELECT count(*) FROM taubench_{domain}_{tbl}").fetchone()[0]
+            typed = tau_con.execute(f"SELECT count(*) FROM taubench_{domain}_{tbl}").fetchone()[0]
             assert typed == len(records)
-    splits = dict(((d, s), n) for d, s, n in con.execute(
+    splits = dict(((d, s), n) for d, s, n in tau_con.execute(
         "SELECT domain, split, count(*) FROM taubench_tasks GROUP BY ALL").fetchall())
     assert splits == {("retail", "train"): 500, ("retail", "dev"): 20, ("retail", "test"): 115,
                       ("airline", "test"): 50}
-    assert con.execute("SELECT status FROM taubench_retail_orders WHERE order_id = '#W2611340'").fetchone() \
+    assert tau_con.execute("SELECT status FROM taubench_retail_orders WHERE order_id = '#W2611340'").fetchone() \
         == (json.loads((TAUBENCH_DIR / "retail" / "orders.json").read_text())["#W2611340"]["status"],)
 
 
-def test_build_is_idempotent_and_tasks_round_trip(con) -> None:
-    tasks = tbdata.build(con, "airline", TAUBENCH_DIR)
-    assert con.execute("SELECT count(*) FROM taubench_base WHERE domain = 'airline'").fetchone()[0] == 2800
-    assert con.execute("SELECT count(*) FROM taubench_tasks WHERE domain = 'airline'").fetchone()[0] == 50
-    from_table = tbdata.tasks_from_table(con, "airline")
+def test_build_is_idempotent_and_tasks_round_trip(tau_con) -> None:
+    tasks = tbdata.build(tau_con, "airline", TAUBENCH_DIR)
+    assert tau_con.execute("SELECT count(*) FROM taubench_base WHERE domain = 'airline'").fetchone()[0] == 2800
+    assert tau_con.execute("SELECT count(*) FROM taubench_tasks WHERE domain = 'airline'").fetchone()[0] == 50
+    from_table = tbdata.tasks_from_table(tau_con, "airline")
     assert list(from_table.values()) == tasks
     first = from_table["airline/test/0"]
     raw = json.loads((TAUBENCH_DIR / "airline" / "tasks_test.json").read_text())[0]
@@ -124,9 +107,9 @@ def model_rows(base: dict, tree: dict[int, tuple[int | None, list]], node: int) 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(nodes=st.lists(node_st, min_size=1, max_size=6))
-def test_every_branch_reads_its_own_path(con, nodes) -> None:
+def test_every_branch_reads_its_own_path(tau_con, nodes) -> None:
     rollout = f"prop/{next(_rollouts)}"
-    base = {k: json.loads(d) for k, d in con.execute(
+    base = {k: json.loads(d) for k, d in tau_con.execute(
         "SELECT key, doc FROM taubench_base WHERE domain = 'retail' AND tbl = 'products' ORDER BY ord").fetchall()}
     tree: dict[int, tuple[int | None, list]] = {0: (None, [])}
     branches = {0: Branch(rollout, (0,))}
@@ -135,72 +118,73 @@ def test_every_branch_reads_its_own_path(con, nodes) -> None:
         tree[i] = (parent, calls)
         branches[i] = branches[parent].child(i)
         for pos, call in enumerate(calls):
-            db = BranchDB(con, "retail", branches[i])
+            db = BranchDB(tau_con, "retail", branches[i])
             for key, value in call.items():
                 if value is None:
                     db.delete("products", key)
                 else:
                     db.put("products", key, value)
-            state.record(con, branches[i], pos, db.changes())
+            state.record(tau_con, branches[i], pos, db.changes())
     try:
         for node, branch in branches.items():
             want = model_rows(base, tree, node)
-            seen = BranchDB(con, "retail", branch).get_many("products", PRODUCTS)
+            seen = BranchDB(tau_con, "retail", branch).get_many("products", PRODUCTS)
             assert {k: json.dumps(v) for k, v in seen.items() if v is not None} == \
                 {k: json.dumps(want[k]) for k in PRODUCTS if k in want}
-            scanned = BranchDB(con, "retail", branch).rows("products")
+            scanned = BranchDB(tau_con, "retail", branch).rows("products")
             assert [(k, json.dumps(v)) for k, v in scanned] == [(k, json.dumps(v)) for k, v in want.items()]
-            assert state.read(con, "retail", branch, "products", PRODUCTS[0]) == want.get(PRODUCTS[0])
+            assert state.read(tau_con, "retail", branch, "products", PRODUCTS[0]) == want.get(PRODUCTS[0])
         for a in branches:
             for b in branches:
                 if a < b:
                     ma, mb = model_rows(base, tree, a), model_rows(base, tree, b)
                     differ = {k for k in PRODUCTS
                               if state.canonical_hash(ma.get(k)) != state.canonical_hash(mb.get(k))}
-                    assert {k for _, k in state.differences(con, branches[a], branches[b])} == differ
+                    assert {k for _, k in state.differences(tau_con, branches[a], branches[b])} == differ
     finally:
-        state.forget(con, rollout)
-    assert state.state_changes(con, rollout) == []
+        state.forget(tau_con, rollout)
+    assert state.state_changes(tau_con, rollout) == []
 
 
 # -- the env's call contract ----------------------------------------------------------------------------------
 
 
-def test_siblings_never_see_each_other_and_children_inherit(env) -> None:
+def test_siblings_never_see_each_other_and_children_inherit(retail) -> None:
     root = Branch("siblings", (0,))
     left, right = root.child(1), root.child(2)
-    done = env.call("cancel_pending_order", {"order_id": "#W8367380", "reason": "ordered by mistake"}, branch=left)
+    done = retail.call("cancel_pending_order", {"order_id": "#W8367380", "reason": "ordered by mistake"}, branch=left)
     assert done.ok and json.loads(done.content)["status"] == "cancelled"
-    assert env.read(left, "orders", "#W8367380")["status"] == "cancelled"
-    assert env.read(left.child(3), "orders", "#W8367380")["status"] == "cancelled"
-    assert env.read(right, "orders", "#W8367380")["status"] == "pending"
-    assert env.read(root, "orders", "#W8367380")["status"] == "pending"
-    again = env.call("cancel_pending_order", {"order_id": "#W8367380", "reason": "no longer needed"},
+    assert retail.read(left, "orders", "#W8367380")["status"] == "cancelled"
+    assert retail.read(left.child(3), "orders", "#W8367380")["status"] == "cancelled"
+    assert retail.read(right, "orders", "#W8367380")["status"] == "pending"
+    assert retail.read(root, "orders", "#W8367380")["status"] == "pending"
+    again = retail.call("cancel_pending_order", {"order_id": "#W8367380", "reason": "no longer needed"},
                      branch=left.child(3))
     assert again.content == "Error: non-pending order cannot be cancelled" and not again.writes
-    other = env.call("cancel_pending_order", '{"order_id": "#W8367380", "reason": "no longer needed"}', branch=right)
+    other = retail.call("cancel_pending_order", '{"order_id": "#W8367380", "reason": "no longer needed"}',
+                        branch=right)
     assert json.loads(other.content)["cancel_reason"] == "no longer needed"
-    changes = env.state_changes("siblings")
+    changes = retail.state_changes("siblings")
     assert [(c["node_id"], c["pos"], c["tbl"], c["key"]) for c in changes] == [
         (1, 0, "orders", "#W8367380"), (2, 0, "orders", "#W8367380")]
     assert json.loads(changes[0]["before"])["status"] == "pending"
     assert json.loads(changes[0]["after"])["cancel_reason"] == "ordered by mistake"
     assert done.writes == changes[:1]
-    env.forget("siblings")
-    assert env.state_changes("siblings") == []
-    assert env.read(left, "orders", "#W8367380")["status"] == "pending"
+    retail.forget("siblings")
+    assert retail.state_changes("siblings") == []
+    assert retail.read(left, "orders", "#W8367380")["status"] == "pending"
 
 
-def test_positions_follow_on_per_node(env) -> None:
+def test_positions_follow_on_per_node(retail) -> None:
     branch = Branch("positions", (0, 4))
-    calls = env.call_many([
+    calls = retail.call_many([
         TauRequest("modify_user_address", {"user_id": "noah_brown_6181", "address1": str(i), "address2": "",
                                            "city": "c", "state": "s", "country": "USA", "zip": "1"}, branch)
         for i in range(3)])
     assert [c.writes[0]["pos"] for c in calls] == [0, 1, 2]
-    assert env.read(branch, "users", "noah_brown_6181")["address"]["address1"] == "2"
-    assert env.call("get_user_details", {"user_id": "noah_brown_6181"}, branch=branch, pos=9).writes == []
-    env.forget("positions")
+    assert retail.read(branch, "users", "noah_brown_6181")["address"]["address1"] == "2"
+    assert retail.call("get_user_details", {"user_id": "noah_brown_6181"}, branch=branch, pos=9).writes == []
+    retail.forget("positions")
 
 
 @pytest.mark.parametrize("arguments, kind, text", [
@@ -216,36 +200,36 @@ def test_positions_follow_on_per_node(env) -> None:
     ({"order_id": "#W0000000", "reason": "no longer needed"}, "tool_error", "Error: order not found"),
     ({"order_id": "#W8367380", "reason": "too expensive"}, "tool_error", "Error: invalid reason"),
 ])
-def test_a_bad_call_is_an_error_observation_that_writes_nothing(env, arguments, kind, text) -> None:
-    call = env.call("cancel_pending_order", arguments, branch=Branch("bad", (0,)))
+def test_a_bad_call_is_an_error_observation_that_writes_nothing(retail, arguments, kind, text) -> None:
+    call = retail.call("cancel_pending_order", arguments, branch=Branch("bad", (0,)))
     assert (call.ok, call.error_kind, call.writes) == (False, kind, [])
     assert call.content.startswith("Error: ") and call.error == call.content
     if text is not None:
         assert call.content == text
-    assert env.state_changes("bad") == []
+    assert retail.state_changes("bad") == []
     record = call.record()
     assert (record["ok"], record["error_kind"], record["result"], record["n_rows"]) == (False, kind, None, 0)
 
 
-def test_unknown_tool_and_record(env) -> None:
+def test_unknown_tool_and_record(retail) -> None:
     branch = Branch("record", (0,))
-    unknown = env.call("respond", {"content": "hi"}, branch=branch)
+    unknown = retail.call("respond", {"content": "hi"}, branch=branch)
     assert (unknown.ok, unknown.error_kind, unknown.content) == (False, "unknown_tool", "Unknown action respond")
-    found = env.call("find_user_id_by_email", '{"email": "Noah.Brown7922@example.com"}', branch=branch)
+    found = retail.call("find_user_id_by_email", '{"email": "Noah.Brown7922@example.com"}', branch=branch)
     record = found.record()
     assert record["arguments"] == '{"email": "Noah.Brown7922@example.com"}'
     assert (record["ok"], record["result"], record["semantics"], record["error_kind"]) == \
         (True, '"noah_brown_6181"', None, None)
-    details = env.call("get_user_details", {"user_id": "noah_brown_6181"}, branch=branch).record()
+    details = retail.call("get_user_details", {"user_id": "noah_brown_6181"}, branch=branch).record()
     assert json.loads(details["result"])["email"] == "noah.brown7922@example.com"
-    transfer = env.call("transfer_to_human_agents", {"summary": "help"}, branch=branch)
+    transfer = retail.call("transfer_to_human_agents", {"summary": "help"}, branch=branch)
     assert transfer.ends_conversation and transfer.content == "Transfer successful"
     assert not found.ends_conversation
 
 
-def test_tool_schemas_are_tools_json_and_every_tool_is_there(env) -> None:
+def test_tool_schemas_are_tools_json_and_every_tool_is_there(retail) -> None:
     schemas = json.loads((TAUBENCH_DIR / "retail" / "tools.json").read_text())
-    assert env.tool_schemas == schemas
+    assert retail.tool_schemas == schemas
     assert sorted(registry("retail")) == sorted(s["function"]["name"] for s in schemas) and len(schemas) == 16
-    assert env.wiki == (TAUBENCH_DIR / "retail" / "wiki.md").read_text()
-    assert len(env.tasks) == 635 and env.task("retail/dev/3").split == "dev"
+    assert retail.wiki == (TAUBENCH_DIR / "retail" / "wiki.md").read_text()
+    assert len(retail.tasks) == 635 and retail.task("retail/dev/3").split == "dev"

@@ -62,11 +62,6 @@ def split_ids(env: ToolEnv, split: str) -> list[str]:
     return sorted(t for t, task in env.tasks.items() if split in task.splits)
 
 
-@pytest.fixture(scope="module")
-def teacher(env) -> Teacher:
-    return Teacher.from_rows(env.rows)
-
-
 def _user(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
 

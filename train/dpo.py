@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from train.loading import initial_model, load_tokenizer, reference_model, save_trained
-from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
+from train.recipes import (Recipe, TrainInputError, check, check_rows_left, lora_config, quantization_config,
+                           summary, training_args)
 
 
 def dpo_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
     """TRL's DPOConfig for `recipe` (beta, sigmoid loss), CPU-safe precision."""
     from trl import DPOConfig
 
-    return DPOConfig(**training_args(recipe, str(out), seed), beta=recipe.beta, max_length=recipe.max_length)
+    return DPOConfig(**training_args(recipe, str(out), seed, DPOConfig))
 
 
 def train_dpo(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
@@ -38,6 +39,7 @@ def train_dpo(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed
                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(recipe),
                          quantization_config=quantization_config(recipe), callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
+    check_rows_left(trainer)
     result = trainer.train()
     save_trained(trainer, out, model, recipe.wise_ft)
     tokenizer.save_pretrained(str(out))

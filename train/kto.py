@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from train.loading import initial_model, load_tokenizer, reference_model, save_trained
-from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
+from train.recipes import (Recipe, TrainInputError, check, check_rows_left, lora_config, quantization_config,
+                           summary, training_args)
 
 
 def kto_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
     """TRL's KTOConfig for `recipe` (beta and the two class weights), CPU-safe precision."""
     from trl import KTOConfig
 
-    return KTOConfig(**training_args(recipe, str(out), seed), beta=recipe.beta,
-                     desirable_weight=recipe.desirable_weight, undesirable_weight=recipe.undesirable_weight,
-                     max_length=recipe.max_length)
+    return KTOConfig(**training_args(recipe, str(out), seed, KTOConfig))
 
 
 def train_kto(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
@@ -34,9 +33,10 @@ def train_kto(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed
     from trl import KTOTrainer
 
     check(recipe)
-    if len(dataset) < recipe.batch_size:
+    if len(dataset) < recipe.per_device_train_batch_size:
         raise TrainInputError(f"the KTO dataset has {len(dataset)} rows, fewer than one batch of "
-                              f"{recipe.batch_size}; harvest more or lower --batch-size (at least 2)")
+                              f"{recipe.per_device_train_batch_size}; harvest more or lower "
+                              "--per-device-train-batch-size (at least 2)")
     tokenizer = load_tokenizer(model, chat_template)
     # TRL's KTO reads rows in order (its KL term pairs neighbours within a batch) and never reshuffles; the
     # view groups rows, so shuffle once to mix desirable and undesirable turns across batches.
@@ -46,6 +46,7 @@ def train_kto(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed
                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(recipe),
                          quantization_config=quantization_config(recipe), callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
+    check_rows_left(trainer)
     result = trainer.train()
     save_trained(trainer, out, model, recipe.wise_ft)
     tokenizer.save_pretrained(str(out))

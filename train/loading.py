@@ -15,7 +15,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from train.recipes import Recipe, TrainInputError
+from common.errors import first_line
+from train.errors import TrainInputError
+from train.recipes import Recipe
 
 
 def is_gguf(model: str) -> bool:
@@ -27,10 +29,6 @@ def _gguf_kwargs(model: str) -> tuple[str, dict[str, Any]]:
     return str(path.parent), {"gguf_file": path.name}
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def load_tokenizer(model: str, chat_template: str | None = None) -> Any:
     """The model's tokenizer (folder, Hub id or GGUF file), optionally with another chat template."""
     from transformers import AutoTokenizer
@@ -39,7 +37,7 @@ def load_tokenizer(model: str, chat_template: str | None = None) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     except (OSError, ValueError, ImportError, KeyError) as e:
-        raise TrainInputError(f"cannot load a tokenizer from {model!r} ({_first_line(e)}); pass a model folder, "
+        raise TrainInputError(f"cannot load a tokenizer from {model!r} ({first_line(e)}); pass a model folder, "
                               "Hub id or GGUF file") from None
     if chat_template is not None:
         tokenizer.chat_template = chat_template
@@ -79,8 +77,8 @@ def load_gguf_model(model: str) -> Any:
     try:
         loaded = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
     except Exception as e:  # noqa: BLE001 - a corrupt file or an unsupported architecture: one line, not a trace
-        raise TrainInputError(f"cannot load a causal LM from {model!r} ({type(e).__name__}: {_first_line(e)})"
-                              ) from None
+        why = first_line(e, with_type=True)
+        raise TrainInputError(f"cannot load a causal LM from {model!r} ({why})") from None
     quantizer = getattr(loaded, "hf_quantizer", None)
     if quantizer is not None:
         quantizer.remove_quantization_config(loaded)  # every weight is dense already: nothing is lost

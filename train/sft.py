@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from train.loading import initial_model, load_tokenizer, save_trained
-from train.recipes import Recipe, TrainInputError, check, lora_config, quantization_config, summary, training_args
+from train.recipes import (Recipe, TrainInputError, check, check_rows_left, lora_config, quantization_config,
+                           summary, training_args)
 
 
 def training_template(tokenizer: Any, model: str) -> str | None:
@@ -80,8 +81,8 @@ def sft_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
     from trl import SFTConfig
 
     # "calls" hands TRL processed rows whose `assistant_masks` it turns into labels (`calls_example`).
-    return SFTConfig(**training_args(recipe, str(out), seed), assistant_only_loss=recipe.loss == "assistant",
-                     max_length=recipe.max_length, packing=False)
+    return SFTConfig(**training_args(recipe, str(out), seed, SFTConfig),
+                     assistant_only_loss=recipe.loss == "assistant", packing=False)
 
 
 def sft_trainer(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
@@ -112,6 +113,7 @@ def train_sft(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed
     With `recipe.lora` only the adapter is saved (transformers loads such a folder as base + adapter), except on a
     GGUF file, whose adapter is merged in (`loading.save_trained`)."""
     trainer = sft_trainer(dataset, model, out, recipe, seed=seed, chat_template=chat_template, callbacks=callbacks)
+    check_rows_left(trainer)
     result = trainer.train()
     save_trained(trainer, out, model, recipe.wise_ft)
     trainer.processing_class.save_pretrained(str(out))

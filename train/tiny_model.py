@@ -25,7 +25,7 @@ MODEL_NAME = "tiny-toolwoz"
 DEFAULT_VOCAB = 2048
 # What this model wants a search to show it (SearchConfig.results), kept in its config.json: its context is 2k
 # tokens and tool results were 46% of a teacher conversation with full rows.
-RESULTS = "compact"
+DEFAULT_RESULTS = "compact"  # one of toolwoz.tools.RESULTS (not imported: train/ imports nothing of ours)
 CONTEXT = 2048  # the spec's CPU context budget (simulators.md, "Context budget on CPU")
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>"]
 # Ordinary (not special) added tokens: one token each for the call markers, and decoding with
@@ -124,7 +124,7 @@ def build_model(tokenizer: Any, seed: int = 0) -> Any:
         tie_word_embeddings=True,  # input/output embeddings share weights: -1M params, trains faster
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        factory_results=RESULTS,  # read by `factory eval/harvest/loop` as the default --results
+        factory_results=DEFAULT_RESULTS,  # read by `factory eval/harvest/loop` as the default --results
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -9,13 +9,14 @@ import signal
 import click
 import duckdb
 
+from common.errors import first_line
 from factory import __version__
 from factory.errors import CommandError, FactoryError
 from factory.signals import STOP_SIGNALS, stop_requested
-from search.backends.base import BackendError
+from search.errors import SearchError
 from taubench.errors import TaubenchError
 from toolwoz.errors import ToolwozError
-from train.recipes import TrainInputError
+from train.errors import TrainError
 
 # command name -> "module:attribute"; each command lives in factory/cli/<name>.py
 COMMANDS = {
@@ -35,7 +36,7 @@ COMMANDS = {
 
 
 # The other packages' error roots: each says what to change (a split, a model, the training data), so exit 2.
-USER_ERRORS = (ToolwozError, TaubenchError, TrainInputError, BackendError)
+USER_ERRORS = (SearchError, TrainError, ToolwozError, TaubenchError)
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -74,16 +75,16 @@ class FactoryGroup(click.Group):
 
 def as_command_error(e: Exception) -> CommandError:
     """The one mapping from an exception to what the user sees (one line) and the exit code."""
-    first_line = (str(e).strip().splitlines() or [""])[0]
+    line = first_line(e)
     if isinstance(e, FactoryError):
-        return CommandError(first_line, e.exit_code)
+        return CommandError(line, e.exit_code)
     if isinstance(e, USER_ERRORS):
-        return CommandError(first_line, 2)
+        return CommandError(line, 2)
     if isinstance(e, duckdb.Error):
-        return CommandError(f"DuckDB: {first_line}", 1)
+        return CommandError(f"DuckDB: {line}", 1)
     if isinstance(e, OSError):
-        return CommandError(f"{first_line} (run with --debug for details)", 1)
-    return CommandError(f"unexpected {type(e).__name__}: {first_line} (run with --debug for the traceback)", 1)
+        return CommandError(f"{line} (run with --debug for details)", 1)
+    return CommandError(f"unexpected {first_line(e, with_type=True)} (run with --debug for the traceback)", 1)
 
 
 @click.group(cls=FactoryGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,8 +7,9 @@ import dataclasses
 import click
 from rich.table import Table
 
-from factory.cli.options import check_user, json_option, rollout_options, warehouse_option
-from factory.jobs import default_model, environments, rollouts
+from factory.cli.options import check_user, deprecated_alias, json_option, rollout_options, warehouse_option
+from factory.jobs import launch, rollouts
+from factory.jobs.launch import Paths, RunRequest
 from factory.output import err as console
 from factory.output import out, print_json
 from factory.store import runs
@@ -19,7 +20,7 @@ from search.josh import EVALUATION
 @rollout_options(default_split="test", preset=EVALUATION)
 @click.pass_context
 def eval_command(ctx: click.Context, agent, base_url, request_timeout, user, user_model, user_base_url, protocol,
-                 results, split, limit, task_ids, concurrency, temperature, seed, max_steps, max_new_tokens,
+                 results, split, limit, task_ids, concurrency, temperature, seed, max_turns, max_new_tokens,
                  semantics, run_name, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
     """Evaluate an agent: one conversation per task with a simulated user; prints Average Reward and 100% Success.
 
@@ -39,20 +40,13 @@ def eval_command(ctx: click.Context, agent, base_url, request_timeout, user, use
     if ctx.invoked_subcommand is not None:
         return
     check_user(user, user_model)
-    split = split or environments.default_split(env, "eval")
-    rollouts.check_agent(env, agent, protocol)
-    if not rollouts.is_scripted(env, agent):
-        agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path,
-                                            console=console)
-    search = dataclasses.replace(EVALUATION, max_steps=max_steps, temperature=temperature,
-                                 max_new_tokens=max_new_tokens, semantics=semantics, protocol=protocol, seed=seed,
-                                 results=default_model.resolve_results(agent, results, semantics))
-    settings = rollouts.build_settings("eval", agent, search, base_url=base_url, user=user, user_model=user_model,
-                                       user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency, env=env)
-    report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=console,
-                              request_timeout_s=request_timeout, taubench_path=taubench_path)
-    summary = rollouts.summary("eval_summary", warehouse_path, report)
+    search = dataclasses.replace(EVALUATION, max_turns=max_turns, temperature=temperature,
+                                 max_new_tokens=max_new_tokens, semantics=semantics, protocol=protocol, seed=seed)
+    request = RunRequest("eval", agent, search, results=results, split=split, env=env, base_url=base_url, user=user,
+                         user_model=user_model, user_base_url=user_base_url, limit=limit, task_ids=task_ids,
+                         concurrency=concurrency, run_name=run_name, request_timeout_s=request_timeout)
+    report, summary = launch.run(request, Paths(warehouse_path, multiwoz, taubench_path), console)
+    split = summary["split"]
     if as_json:
         print_json(summary)
     else:
@@ -67,19 +61,20 @@ def eval_command(ctx: click.Context, agent, base_url, request_timeout, user, use
 @eval_command.command()
 @click.argument("run_a")
 @click.argument("run_b")
-@click.option("--samples", type=click.IntRange(min=100), default=10_000, show_default=True,
+@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="Bootstrap resamples.")
+@deprecated_alias("--samples", "--resamples", "resamples", type=click.IntRange(min=100))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
 @warehouse_option
 @json_option
-def compare(run_a: str, run_b: str, samples: int, seed: int, warehouse_path: str, as_json: bool) -> None:
+def compare(run_a: str, run_b: str, resamples: int, seed: int, warehouse_path: str, as_json: bool) -> None:
     """Compare two runs on the tasks both finished: reward difference A - B with a paired-bootstrap interval.
 
     \b
     Example:
-        factory eval compare eval-1a2b3c eval-4d5e6f --samples 20000
+        factory eval compare eval-1a2b3c eval-4d5e6f --resamples 20000
     """
-    result = runs.compare(warehouse_path, run_a, run_b, samples=samples, seed=seed)
+    result = runs.compare(warehouse_path, run_a, run_b, resamples=resamples, seed=seed)
     if as_json:
         print_json(result)
         return
@@ -91,4 +86,4 @@ def compare(run_a: str, run_b: str, samples: int, seed: int, warehouse_path: str
     table.add_row(f"B {result['run_b']}", f"{result['reward_b']:.4f}", f"{result['success_b']:.4f}")
     out.print(table)
     out.print(f"A - B Average Reward {result['diff']:+.4f}, 95% CI [{result['low']:+.4f}, {result['high']:+.4f}], "
-              f"P(A - B <= 0) = {result['p_not_better']:.4f} (paired bootstrap, {samples} resamples)")
+              f"P(A - B <= 0) = {result['p_not_better']:.4f} (paired bootstrap, {resamples} resamples)")

@@ -7,7 +7,8 @@ import dataclasses
 import click
 
 from factory.cli.options import check_user, rollout_options, search_option
-from factory.jobs import default_model, environments, rollouts
+from factory.jobs import launch, rollouts
+from factory.jobs.launch import Paths, RunRequest
 from factory.output import err, out, print_json
 from search.josh import HARVEST, PARITY
 
@@ -42,7 +43,7 @@ def _apply_parity(ctx: click.Context, values: dict[str, str]) -> dict[str, str]:
               help="Ray workers, each with its own backend [default: one per GPU of the cluster, else per CPU].")
 @click.pass_context
 def harvest(ctx: click.Context, agent, base_url, request_timeout, user, user_model, user_base_url, protocol, results,
-            split, limit, task_ids, concurrency, temperature, seed, max_steps, max_new_tokens, semantics, run_name,
+            split, limit, task_ids, concurrency, temperature, seed, max_turns, max_new_tokens, semantics, run_name,
             env, multiwoz, taubench_path, warehouse_path, as_json, beam, collapse, seed_policy, credit, unrewarded,
             finish_dialogue, parity, serial, ray_address, ray_workers) -> None:
     """Harvest JOSH trees: sample every agent turn on several branches, collapse onto the branch that meets a
@@ -62,34 +63,20 @@ def harvest(ctx: click.Context, agent, base_url, request_timeout, user, user_mod
         factory sql "select count(*) from sft"
     """
     check_user(user, user_model)
-    split = split or environments.default_split(env, "harvest")
     values = {"semantics": semantics, "seed_policy": seed_policy, "credit": credit, "unrewarded": unrewarded}
     if parity:
         values = _apply_parity(ctx, values)
     if serial:
         concurrency = 1
-    rollouts.check_agent(env, agent, protocol)
-    if not rollouts.is_scripted(env, agent):
-        agent = default_model.resolve_agent(agent, multiwoz_path=multiwoz, warehouse_path=warehouse_path,
-                                            console=err)
-    search = dataclasses.replace(HARVEST, beam=beam, max_steps=max_steps, temperature=temperature,
+    search = dataclasses.replace(HARVEST, beam=beam, max_turns=max_turns, temperature=temperature,
                                  max_new_tokens=max_new_tokens, collapse=collapse, protocol=protocol, seed=seed,
-                                 finish_dialogue=finish_dialogue, serial=serial, **values,
-                                 results=default_model.resolve_results(agent, results, values["semantics"]))
-    settings = rollouts.build_settings("harvest", agent, search, base_url=base_url, user=user, user_model=user_model,
-                                       user_base_url=user_base_url, split=split, limit=limit, task_ids=task_ids,
-                                       concurrency=concurrency, env=env)
-    if temperature == 0 and beam > 1 and settings.backend != "teacher":
-        err.print("[yellow]warning: temperature 0 makes every branch alike; JOSH needs sampling[/yellow]")
-    if ray_address is not None:
-        from factory.jobs.ray_harvest import execute_on_ray
-
-        report = execute_on_ray(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err,
-                                address=ray_address or None, workers=ray_workers, request_timeout_s=request_timeout)
-    else:
-        report = rollouts.execute(settings, warehouse_path, run_name=run_name, multiwoz_path=multiwoz, console=err,
-                                  request_timeout_s=request_timeout, taubench_path=taubench_path)
-    summary = rollouts.summary("harvest_summary", warehouse_path, report)
+                                 finish_dialogue=finish_dialogue, serial=serial, **values)
+    request = RunRequest("harvest", agent, search, results=results, split=split, env=env, base_url=base_url,
+                         user=user, user_model=user_model, user_base_url=user_base_url, limit=limit,
+                         task_ids=task_ids, concurrency=concurrency, run_name=run_name,
+                         request_timeout_s=request_timeout, ray_address=ray_address, ray_workers=ray_workers)
+    report, summary = launch.run(request, Paths(warehouse_path, multiwoz, taubench_path), err)
+    split = summary["split"]
     if as_json:
         print_json(summary)
         if summary.get("failed"):

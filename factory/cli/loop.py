@@ -9,8 +9,10 @@ from rich.table import Table
 
 from factory.cli.options import (
     agent_option,
+    deprecated_alias,
     env_option,
     json_option,
+    max_steps_alias,
     multiwoz_option,
     results_option,
     search_option,
@@ -43,7 +45,8 @@ HARVEST_SPLITS = {"toolwoz": DEFAULTS.harvest_split, "retail": "train"}  # split
                    "the default) or MultiWOZ's `val_harvest` dialogues (396); τ-bench retail's `train` (500).")
 @search_option("beam", LOOP_HARVEST)
 @search_option("temperature", LOOP_HARVEST, type=click.FloatRange(min=0, min_open=True))
-@search_option("max_steps", LOOP_HARVEST)
+@search_option("max_turns", LOOP_HARVEST)
+@max_steps_alias
 @search_option("max_new_tokens", LOOP_HARVEST)
 @results_option
 @click.option("--sft-epochs", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.sft_epochs,
@@ -58,8 +61,9 @@ HARVEST_SPLITS = {"toolwoz": DEFAULTS.harvest_split, "retail": "train"}  # split
                                       "train --wise-ft`; 1 = the trained weights).")
 @click.option("--kto-steps", type=click.IntRange(min=0), default=DEFAULTS.kto_steps, show_default=True,
               help="KTO steps for M1 after its SFT, on the harvest's `kto` view (0 = SFT only; M0' gets none).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.learning_rate,
-              show_default=True, help="SFT learning rate for M1 and M0'.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.learning_rate,
+              show_default=True, help="SFT learning rate for M1 and M0' (as `factory train --learning-rate`).")
+@deprecated_alias("--lr", "--learning-rate", "learning_rate", type=click.FloatRange(min=0, min_open=True))
 @click.option("--min-reward", type=click.FloatRange(min=0), default=DEFAULTS.min_reward, show_default=True,
               help="Harvest rollouts whose golden path trains M1 (0.01: any goal met).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULTS.concurrency, show_default=True,
@@ -70,9 +74,9 @@ HARVEST_SPLITS = {"toolwoz": DEFAULTS.harvest_split, "retail": "train"}  # split
 @taubench_option
 @warehouse_option
 @json_option
-def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_split, beam, temperature, max_steps,
-         max_new_tokens, results, sft_epochs, sft_steps, sft_loss, wise_ft, kto_steps, lr, min_reward, concurrency,
-         seed, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
+def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_split, beam, temperature, max_turns,
+         max_new_tokens, results, sft_epochs, sft_steps, sft_loss, wise_ft, kto_steps, learning_rate, min_reward,
+         concurrency, seed, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests (--harvest-split) with JOSH,
     and is fine-tuned on its golden paths, then given --kto-steps of KTO on golden vs failed siblings (M1); the
     control M0' gets the same SFT steps on M0's own unfiltered beam-1 rollouts of the same tasks. With --iterations
@@ -104,10 +108,10 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
     cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=agent, iterations=iterations,
                      eval_tasks=None if full else eval_tasks, harvest_tasks=harvest_tasks,
                      harvest_split=harvest_split or HARVEST_SPLITS[env], env=env, beam=beam,
-                     temperature=temperature, max_steps=max_steps, max_new_tokens=max_new_tokens, results=results,
+                     temperature=temperature, max_turns=max_turns, max_new_tokens=max_new_tokens, results=results,
                      sft_epochs=sft_epochs, sft_steps=sft_steps, sft_loss=sft_loss, wise_ft=wise_ft,
                      kto_steps=kto_steps,
-                     learning_rate=lr, min_reward=min_reward, concurrency=concurrency, seed=seed)
+                     learning_rate=learning_rate, min_reward=min_reward, concurrency=concurrency, seed=seed)
     result = run_loop(cfg, warehouse_path, multiwoz, err, taubench_path)
     if as_json:
         print_json(result.__dict__)
@@ -151,7 +155,7 @@ def print_result(result: LoopResult, loop_json: Path) -> None:
               f"   # M1's training rows (the view's default min_reward is 1.0)", highlight=False)
     out.print(f'  factory sql "select * from harvest_summary where run_id = \'{harvest}\'"   # the harvest',
               highlight=False)
-    out.print(f"  factory eval compare {result.runs['eval M1']} {result.runs['eval M0']} --samples 20000",
+    out.print(f"  factory eval compare {result.runs['eval M1']} {result.runs['eval M0']} --resamples 20000",
               highlight=False)
     out.print("  factory loop --iterations 2   # M1 harvests the next tasks -> M2 (re-running resumes)",
               highlight=False)

@@ -7,12 +7,16 @@ from a preset and its help from the field's metadata: one vocabulary from the co
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
+from factory.jobs.environments import ENVS
 from factory.store.warehouse import default_path
 from search.josh import CHOICES, SearchConfig
 from toolwoz import multiwoz
@@ -24,8 +28,11 @@ FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
 
 
 def _remember_multiwoz(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value and Path(value).expanduser().exists():
-        multiwoz.remember(value)  # later commands (and `factory model init`) find it without --multiwoz
+    # Given either way (`--multiwoz`, or $FACTORY_MULTIWOZ as `make demo` passes it), the path is remembered:
+    # later commands (and `factory model init`) find it without being told again.
+    given = value or os.environ.get("FACTORY_MULTIWOZ")
+    if given and Path(given).expanduser().exists():
+        multiwoz.remember(given)
     return value
 
 
@@ -39,7 +46,6 @@ multiwoz_option = click.option(
          "cache in $FACTORY_HOME, then a download).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-ENVS = ("toolwoz", "retail", "airline")  # factory.jobs.environments.ENVS (not imported: `--help` stays instant)
 env_option = click.option(
     "--env", "env", type=click.Choice(ENVS), default="toolwoz", show_default=True,
     help="The environment: ToolWOZ (MultiWOZ's travel tools, read-only), or τ-bench's `retail` or `airline` "
@@ -81,6 +87,12 @@ def _task_ids(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return ids or None
 
 
+def max_steps_alias(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--max-steps`, the old spelling of `--max-turns` (agent turns; `factory train --max-steps` counts optimizer
+    steps), hidden and kept for one release."""
+    return deprecated_alias("--max-steps", "--max-turns", "max_turns", type=click.IntRange(min=1))(f)
+
+
 def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
     """Options shared by `eval` and `harvest`: who talks to whom, on which tasks, how; defaults from `preset`."""
     options = [
@@ -112,7 +124,8 @@ def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
                      help="Conversations in flight; a local model batches all their pending turns together."),
         search_option("temperature", preset),
         search_option("seed", preset, type=int),
-        search_option("max_steps", preset),
+        search_option("max_turns", preset),
+        max_steps_alias,
         search_option("max_new_tokens", preset),
         search_option("semantics", preset),
         click.option("--run", "run_name", default=None, help="Name (or resume) this run; default: a settings hash."),
@@ -127,5 +140,29 @@ def rollout_options(default_split: str, preset: SearchConfig) -> Decorator:
         for option in reversed(options):
             f = option(f)
         return f
+
+    return decorate
+
+
+def deprecated_alias(old: str, new: str, dest: str, **kwargs: Any) -> Decorator:
+    """A hidden `old` spelling of the option `new` (parameter `dest`), kept for one release. Given, it prints one
+    deprecation line on stderr and its value goes to `dest`; `new` wins when both are given, a repeatable option
+    (`multiple=True` in `kwargs`, with the new option's type) takes both."""
+    alias = "deprecated_" + old.lstrip("-").replace("-", "_")
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(f)
+        def command(*args: Any, **values: Any) -> Any:
+            value = values.pop(alias)
+            if value is not None and value != ():
+                click.echo(f"Warning: {old} is deprecated; use {new}", err=True)
+                if kwargs.get("multiple"):
+                    values[dest] = (*values[dest], *value)
+                elif click.get_current_context().get_parameter_source(dest) is not ParameterSource.COMMANDLINE:
+                    values[dest] = value
+            return f(*args, **values)
+
+        return click.option(old, alias, default=None, hidden=True, help=f"Deprecated spelling of {new}.",
+                            **kwargs)(command)
 
     return decorate

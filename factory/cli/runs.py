@@ -13,9 +13,6 @@ from factory.store import runs as run_lib
 from factory.store import warehouse
 from factory.store.writer import Writer, shown_status, writer_alive
 
-# Child tables first; every row of a run goes in one transaction.
-DELETE_ORDER = ("messages", "tool_calls", "rewards", "nodes")
-
 
 def _records(cur) -> list[dict]:
     names = [d[0] for d in cur.description]
@@ -62,7 +59,7 @@ def show(run_id: str, warehouse_path: str) -> None:
         (row,) = _records(con.execute(sql.load("queries/run_list"), {"run_id": run_id}))
         config = json.loads(con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
     row["status"] = shown_status(row["status"], writer_alive(warehouse_path))
-    print_json({**row, "config": config})
+    print_json({**row, "config": run_lib.named_today(config)})
 
 
 @runs.command()
@@ -82,8 +79,5 @@ def delete(run_id: str, yes: bool, warehouse_path: str) -> None:
             n = con.execute("SELECT count(*) FROM rollouts WHERE run_id = ?", [run_id]).fetchall()[0][0]
         if not yes:
             click.confirm(f"Delete run {run_id} and its {n} rollouts?", abort=True)
-        in_run = "rollout_id IN (SELECT rollout_id FROM rollouts WHERE run_id = ?)"
-        statements = [(f"DELETE FROM {table} WHERE {in_run}", [run_id]) for table in DELETE_ORDER]
-        statements += [("DELETE FROM rollouts WHERE run_id = ?", [run_id]), ("DELETE FROM runs WHERE run_id = ?", [run_id])]
-        writer.append({}, statements=statements)
+        run_lib.delete(writer, run_id)
     click.echo(f"Deleted run {run_id} ({n} rollouts)")

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from factory.cli.options import json_option, warehouse_option
+from factory.cli.options import deprecated_alias, json_option, warehouse_option
 from factory.errors import UserError
 from factory.jobs import default_model
 from factory.jobs.training import TrainJob, train_model
@@ -17,12 +17,16 @@ from factory.output import out, print_json
 from train.recipes import LOSSES
 
 
+POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
 def _options(f: Callable) -> Callable:
     """The options every `factory train` method shares."""
     options = [
         click.option("--view", default=None, help="Dataset view to read (default: the method's view)."),
-        click.option("--run", "run_ids", multiple=True,
+        click.option("--from-run", "run_ids", multiple=True,
                      help="Only rows of this run (repeatable; a unique prefix works). Default: every harvest run."),
+        deprecated_alias("--run", "--from-run", "run_ids", multiple=True),
         click.option("--min-reward", type=float, default=None,
                      help="Keep rollouts with at least this reward (view default: 1.0)."),
         click.option("--model", "--agent", "model", default=None,
@@ -38,15 +42,23 @@ def _options(f: Callable) -> Callable:
                           "needs CUDA). The options below override single values."),
         click.option("--lora/--no-lora", default=None, help="Train a LoRA adapter instead of every weight "
                                                             "(default: the recipe's; paper = on)."),
-        click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None,
+        # Training flags are TRL's TrainingArguments names; each sets the Recipe field of that name.
+        click.option("--num-train-epochs", type=POSITIVE, default=None,
                      help="Passes over the rows (default: the recipe's; cpu: sft 3, kto and dpo 1)."),
-        click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimizer steps."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--max-steps", type=click.IntRange(min=1), default=None,
+                     help="Stop after N optimizer steps (overrides --num-train-epochs)."),
+        click.option("--learning-rate", type=POSITIVE, default=None,
                      help="Learning rate (default: the recipe's; cpu: sft 1e-3, kto and dpo 5e-5)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+        click.option("--per-device-train-batch-size", type=click.IntRange(min=1), default=None,
                      help="Rows per device per step (default: the recipe's; cpu 4)."),
-        click.option("--grad-accum", type=click.IntRange(min=1), default=None,
+        click.option("--gradient-accumulation-steps", type=click.IntRange(min=1), default=None,
                      help="Batches per optimizer step (default: the recipe's; cpu 1)."),
+        deprecated_alias("--epochs", "--num-train-epochs", "num_train_epochs", type=POSITIVE),
+        deprecated_alias("--lr", "--learning-rate", "learning_rate", type=POSITIVE),
+        deprecated_alias("--batch-size", "--per-device-train-batch-size", "per_device_train_batch_size",
+                         type=click.IntRange(min=1)),
+        deprecated_alias("--grad-accum", "--gradient-accumulation-steps", "gradient_accumulation_steps",
+                         type=click.IntRange(min=1)),
         click.option("--max-length", type=click.IntRange(min=16), default=None,
                      help="Tokens per sequence; longer ones are cut (default: the recipe's; cpu 2048)."),
         click.option("--wise-ft", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
@@ -93,8 +105,8 @@ def sft(drop_tool_errors: bool, chat_template: Path | None, loss: str | None, **
     \b
     Example:
         factory train sft --out models/sft-1
-        factory train sft --run harvest-1a2b3c --drop-tool-errors --loss assistant --out models/sft-2
-        factory train sft --run harvest-1a2b3c --loss calls --wise-ft 0.5 --out models/sft-3
+        factory train sft --from-run harvest-1a2b3c --drop-tool-errors --loss assistant --out models/sft-2
+        factory train sft --from-run harvest-1a2b3c --loss calls --wise-ft 0.5 --learning-rate 3e-4 --out models/sft-3
         factory train sft --model Qwen/Qwen3-0.6B --recipe paper --out models/qwen-sft   # on a GPU
         factory train sft --model ~/.cache/josh-factory/models/SmolLM2-135M-Instruct.Q4_1.gguf --out models/smol-sft
     """
@@ -116,8 +128,8 @@ def kto(beta: float | None, desirable_weight: float | None, undesirable_weight: 
 
     \b
     Example:
-        factory train kto --model models/sft-1 --out models/kto-1 --min-reward 0
-        factory train kto --model models/sft-1 --undesirable-weight 2.71 --batch-size 8 --out models/kto-2
+        factory train kto --model models/sft-1 --out models/kto-1 --min-reward 0 --undesirable-weight 2.71
+        factory train kto --model models/sft-1 --per-device-train-batch-size 8 --out models/kto-2
     """
     overrides = {"beta": beta, "desirable_weight": desirable_weight, "undesirable_weight": undesirable_weight}
     _train("kto", options, {}, overrides, {})
@@ -132,7 +144,7 @@ def dpo(beta: float | None, **options: Any) -> None:
     \b
     Example:
         factory train dpo --model models/sft-1 --out models/dpo-1
-        factory train dpo --model models/sft-1 --run harvest-1a2b3c --lora --out models/dpo-lora
+        factory train dpo --model models/sft-1 --from-run harvest-1a2b3c --lora --out models/dpo-lora
     """
     _train("dpo", options, {}, {"beta": beta}, {})
 
@@ -161,9 +173,9 @@ def _recipe(method: str, o: dict[str, Any], overrides: dict[str, Any]) -> Any:
     from train import recipes
 
     recipe = recipes.get(o["recipe_name"], method)
-    values = {"epochs": o["epochs"], "max_steps": o["max_steps"], "learning_rate": o["lr"],
-              "batch_size": o["batch_size"], "grad_accum": o["grad_accum"], "max_length": o["max_length"],
-              "wise_ft": o["wise_ft"], **overrides}
+    trl_named = ("num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "max_length")  # options named after the Recipe fields they set
+    values = {**{k: o[k] for k in trl_named}, "wise_ft": o["wise_ft"], **overrides}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in values.items() if v is not None})
     if o["lora"] is True and recipe.lora is None:
         recipe = dataclasses.replace(recipe, lora=recipes.Lora())

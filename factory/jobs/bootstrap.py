@@ -27,7 +27,7 @@ from search.josh import EVALUATION
 from toolwoz import multiwoz, tables
 from toolwoz.corpus import build_corpus
 from toolwoz.tools import ToolEnv
-from train.tiny_model import RESULTS
+from train.tiny_model import DEFAULT_RESULTS
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class BootstrapBudget:
 
     split: str = "val_boot"  # teacher conversations on these tasks (397 with the shared MultiWOZ)
     tasks: int | None = None  # None = every task of the split
-    results: str = RESULTS  # what the teacher's searches show: the tiny model's own preference (compact)
+    results: str = DEFAULT_RESULTS  # what the teacher's searches show: the tiny model's own preference (compact)
     # Measured on the dev set (Average Reward, CPU-s of training on 1 thread), vocab 4096 unless said:
     # 600 steps assistant-only loss 0.020 (1721 s); 600 all tokens 0.113 (1712 s); + 2000 synthetic goals 0.115
     # (1571 s); 1200 all tokens 0.244 (3128 s); 1200 all tokens at vocab 2048 0.438 (1728 s).
@@ -83,9 +83,10 @@ def bootstrap(out: Path, warehouse_path: str, multiwoz_path: str | None, console
     settings = rollouts.build_settings("eval", "teacher", search, split=budget.split, limit=budget.tasks)
     report = rollouts.execute(settings, warehouse_path, run_name=None, multiwoz_path=multiwoz_path, console=console)
     teacher = rollouts.summary("eval_summary", warehouse_path, report)
+    # The budget keeps its own field names: the shipped M0's factory_model.json records them (default_model.shipped).
     recipe = dataclasses.replace(get("cpu", "sft"), max_steps=budget.steps, learning_rate=budget.learning_rate,
-                                 batch_size=budget.batch_size, max_length=budget.max_length, warmup=budget.warmup,
-                                 loss=budget.loss,
+                                 per_device_train_batch_size=budget.batch_size, max_length=budget.max_length,
+                                 warmup_steps=budget.warmup, loss=budget.loss,
                                  extra={"bootstrap": dataclasses.asdict(budget)})
     staging = out.with_name(out.name + "-staging")  # the old M0 stays until the new one is complete
     shutil.rmtree(staging, ignore_errors=True)

@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 from rich.console import Console
 
 from factory.errors import FactoryError, UserError
-from factory.jobs import default_model, rollouts
+from factory.jobs import default_model, launch, rollouts
+from factory.jobs.launch import Paths, RunRequest
 from factory.jobs.training import FACTORY_JSON, TrainJob, resolve_model, train_model
 from factory.output import err
 from factory.store import runs
@@ -59,7 +60,7 @@ class LoopConfig:
     env: str = "toolwoz"  # `--env`: ToolWOZ, or τ-bench's retail (harvests its `train` split)
     beam: int = LOOP_HARVEST.beam
     temperature: float = LOOP_HARVEST.temperature  # harvest and control sampling
-    max_steps: int = LOOP_HARVEST.max_steps
+    max_turns: int = LOOP_HARVEST.max_turns
     max_new_tokens: int = LOOP_HARVEST.max_new_tokens
     results: str | None = None  # what searches show; None = M0's preference (`factory_results`)
     sft_epochs: float = 3.0  # passes over M_k+1's rows (the cpu recipe's); M_k' gets as many steps
@@ -120,26 +121,26 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
         result.seconds[name] = round(time.monotonic() - start, 1)
         return value
 
+    paths = Paths(warehouse_path, multiwoz_path, taubench_path)
+
     def rollout_run(kind: str, agent: str, search: SearchConfig, split: str, limit: int | None,
                     task_ids: list[str] | None = None, name: str | None = None) -> str:
-        settings = rollouts.build_settings(kind, agent, search, split=split, limit=limit, task_ids=task_ids,
-                                           concurrency=cfg.concurrency, env=cfg.env)
-        report = rollouts.execute(settings, warehouse_path, run_name=name, multiwoz_path=multiwoz_path,
-                                  console=console, taubench_path=taubench_path)
+        request = RunRequest(kind, agent, search, results=search.results, split=split, env=cfg.env, limit=limit,
+                             task_ids=task_ids, concurrency=cfg.concurrency, run_name=name)
+        report, summary = launch.run(request, paths, console)
         # A stage with failed rollouts would train on or score an incomplete run: stop (exit 1); the loop run
         # again retries them and goes on.
-        failed = runs.run_summary(f"{kind}_summary", warehouse_path, report.run_id)["failed"]
-        if failed:
-            raise FactoryError(f"run {report.run_id}: {rollouts.failed_message(failed)}")
+        if summary["failed"]:
+            raise FactoryError(f"run {report.run_id}: {rollouts.failed_message(summary['failed'])}")
         return report.run_id
 
     m0 = stage("bootstrap M0", lambda: _ensure_m0(cfg.model, warehouse_path, multiwoz_path))
     result.models["M0"] = m0
     results = default_model.resolve_results(m0, cfg.results, "fixed")
     # The same settings as `factory eval` / `factory harvest` with these flags, so the runs are shared with them.
-    evaluate = dataclasses.replace(EVALUATION, max_steps=cfg.max_steps, max_new_tokens=cfg.max_new_tokens,
+    evaluate = dataclasses.replace(EVALUATION, max_turns=cfg.max_turns, max_new_tokens=cfg.max_new_tokens,
                                    seed=cfg.seed, results=results)
-    harvest = dataclasses.replace(HARVEST, beam=cfg.beam, max_steps=cfg.max_steps, temperature=cfg.temperature,
+    harvest = dataclasses.replace(HARVEST, beam=cfg.beam, max_turns=cfg.max_turns, temperature=cfg.temperature,
                                   max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, results=results)
     control = dataclasses.replace(harvest, beam=1)
     result.runs["eval M0"] = stage("eval M0", lambda: rollout_run("eval", m0, evaluate, "test", cfg.eval_tasks))
@@ -199,7 +200,7 @@ def _train_iteration(cfg: LoopConfig, result: LoopResult, k: int, agent: str, wa
     start, ctrl, nxt = _names(k)
     # M_k+1 trains for `sft_epochs` over its golden paths (however many the harvest gave); M_k' then gets exactly
     # as many optimizer steps, so the two differ only in which rollouts they learn from.
-    recipe = dataclasses.replace(get("cpu", "sft"), learning_rate=cfg.learning_rate, epochs=cfg.sft_epochs,
+    recipe = dataclasses.replace(get("cpu", "sft"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.sft_epochs,
                                  max_steps=cfg.sft_steps or -1, loss=cfg.sft_loss, wise_ft=cfg.wise_ft)
     trainings = {nxt: ("sft", _folder(nxt), result.runs[f"harvest {start}"], cfg.min_reward),
                  ctrl: ("sft_unfiltered", _folder(ctrl), result.runs[f"control {start}"], 0.0)}
@@ -253,6 +254,8 @@ def _train(job: TrainJob, name: str) -> dict[str, Any]:
 
 def _same_training(job: TrainJob) -> dict[str, Any] | None:
     """The summary of `job.out_dir` if its factory.json shows the same start model, data and recipe."""
+    from train.recipes import upgrade
+
     manifest_file = job.out_dir / FACTORY_JSON
     if not manifest_file.exists():
         return None
@@ -262,7 +265,8 @@ def _same_training(job: TrainJob) -> dict[str, Any] | None:
               "runs": list(job.run_ids), "params": {k: v for k, v in job.view_params.items() if v is not None},
               "warehouse": str(Path(job.warehouse_path).resolve())}
     found = {"method": m.get("method"), "model": m.get("model"), "view": m.get("view"), "seed": m.get("seed"),
-             "recipe": m.get("recipe"), "runs": (m.get("data") or {}).get("params", {}).get("run_id"),
+             "recipe": upgrade(m.get("recipe") or {}),  # a folder trained before Recipe took TRL's names too
+             "runs": (m.get("data") or {}).get("params", {}).get("run_id"),
              "params": {k: v for k, v in (m.get("data") or {}).get("params", {}).items() if k != "run_id"},
              "warehouse": m.get("warehouse")}
     if found != wanted:

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from factory.errors import UserError, first_line
+from common.errors import first_line
+from factory.errors import UserError
 from train.chat_templates import tools_template as _tools_template
 from train.loading import is_gguf
 

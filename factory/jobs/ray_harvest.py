@@ -11,21 +11,18 @@ missing, and running the same command again (with or without `--ray`) completes 
 from __future__ import annotations
 
 import dataclasses
-import time
 from functools import partial
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from factory.errors import FactoryError, Interrupted, UserError
+from factory.errors import FactoryError, UserError
 from factory.jobs import environments, rollouts
-from factory.jobs.rollouts import RunReport
+from factory.jobs.rollouts import RunReport, lifecycle
 from factory.output import LogProgress
-from factory.store import runs
 from factory.store.runs import RunSettings
 from factory.store.writer import Writer
 from search.ray_runner import Finished, Job, WorkerPool, WorkerSetup
-from search.runner import max_batch
 from toolwoz import tables
 from toolwoz.environment import ToolWOZ
 from toolwoz.multiwoz import factory_home
@@ -51,7 +48,7 @@ def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str 
                             make_users=partial(rollouts.user_factory, ToolWOZ, settings),  # the same users
                             user_model=settings.user_model if settings.user == "llm" else None,
                             user_base_url=settings.user_base_url, concurrency=settings.concurrency,
-                            max_batch=max_batch(settings.concurrency, settings.search.beam),  # as rollouts.execute
+                            max_batch=rollouts.batch_size(settings),
                             request_timeout_s=request_timeout_s,
                             chat_template=rollouts.agent_template(settings.agent, console))
         try:
@@ -70,48 +67,34 @@ def _run(pool: WorkerPool, settings: RunSettings, writer: Writer, run_name: str 
          tasks: list, samples: int, console: Console) -> RunReport:
     if pool.engine:  # vLLM: the same record (and run id) as rollouts.execute gives
         settings = dataclasses.replace(settings, engine=pool.engine)
-    run_id, done = runs.start(writer, settings, run_name, tool_schemas())
-    retry = rollouts.failed_rollouts(writer, run_id)
-    done = done - retry
-    jobs = [Job(rollouts.rollout_id(run_id, t, s), run_id, t.task_id, s) for t in tasks for s in range(samples)]
-    todo = [j for j in jobs if j.rollout_id not in done]
-    report = RunReport(run_id, 0, len(jobs) - len(todo), 0.0, "done")
-    if notice := rollouts.resume_notice(run_id, report.skipped, len(retry), len(todo)):
-        console.print(notice)
+    report, pairs, retry = rollouts.begin(writer, settings, run_name, tool_schemas(), tasks, samples, console)
+    run_id = report.run_id
+    todo = [Job(rollouts.rollout_id(run_id, t, s), run_id, t.task_id, s) for t, s in pairs]
     console.print(f"[dim]{len(pool.actors)} Ray workers, {settings.concurrency} conversations in flight each[/dim]")
     rewards: list[float] = []
     lost: list[str] = []
     missing = 0
-    start = time.monotonic()
-    status = "failed"
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("mean reward {task.fields[reward]:.3f}"), TimeElapsedColumn())
-    try:
-        with LogProgress(*columns, console=console, transient=False) as progress, writer.grouped() as group:
-            bar = progress.add_task(f"{settings.kind} {run_id} (ray)", total=len(todo), reward=0.0)
-            for event in pool.run(todo, inflight=settings.concurrency):
-                if isinstance(event, Finished):
-                    rollout = event.tables["rollouts"]["rollout_id"][0].as_py()
-                    # committed with the others ready within a second (Writer.grouped)
-                    rollouts.commit(group, event.tables, rollout, retry)
-                    rewards.append(event.tables["rollouts"]["reward"][0].as_py())
-                    report.new_rollouts += 1
-                    progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))
-                else:
-                    lost.append(event.error)
-                    missing += len(event.lost)
-                    console.print(f"[red]Ray worker {event.worker} died ({event.error}); {len(event.lost)} "
-                                  "rollouts in flight there are lost, the other workers carry on[/red]")
+    with lifecycle(writer, report), LogProgress(*columns, console=console, transient=False) as progress, \
+            writer.grouped() as group:
+        bar = progress.add_task(f"{settings.kind} {run_id} (ray)", total=len(todo), reward=0.0)
+        for event in pool.run(todo, inflight=settings.concurrency):
+            if isinstance(event, Finished):
+                rollout = event.tables["rollouts"]["rollout_id"][0].as_py()
+                # committed with the others ready within a second (Writer.grouped)
+                rollouts.commit(group, event.tables, rollout, retry)
+                rewards.append(event.tables["rollouts"]["reward"][0].as_py())
+                report.new_rollouts += 1
+                progress.update(bar, advance=1, reward=sum(rewards) / len(rewards))
+            else:
+                lost.append(event.error)
+                missing += len(event.lost)
+                console.print(f"[red]Ray worker {event.worker} died ({event.error}); {len(event.lost)} "
+                              "rollouts in flight there are lost, the other workers carry on[/red]")
         missing += len(pool.not_started)
-        status = "done" if not lost else "failed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise Interrupted(f"interrupted: {report.new_rollouts} rollouts of run {run_id} committed; "
-                          "run the same command again to resume") from None
-    finally:
-        report.seconds = time.monotonic() - start
-        report.status = status
-        runs.finish(writer, run_id, status)
+        if lost:
+            report.status = "failed"
     if lost:
         raise WorkersLost(f"{len(lost)} of {len(pool.actors)} Ray workers died ({lost[0]}); {missing} rollouts of "
                           f"run {run_id} were not committed; run the same command again to complete the run")

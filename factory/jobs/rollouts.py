@@ -7,10 +7,11 @@ that were in flight; re-running the same command resumes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -109,11 +110,6 @@ def rollout_id(run_id: str, task: Task, sample: int) -> str:
     return f"{run_id}/{task.task_id}/{sample}"
 
 
-# A failed rollout's rows, dropped in the transaction that commits its retry (children first).
-_REPLACE = tuple(f"DELETE FROM {table} WHERE rollout_id = ?"  # table: a code constant
-                 for table in ("rewards", "tool_calls", "messages", "nodes", "rollouts"))
-
-
 def failed_rollouts(writer: Writer, run_id: str) -> set[str]:
     """The run's committed rollouts whose status is `failed` (a backend or user-simulator error ended a branch):
     a re-run of the same command runs them again."""
@@ -136,7 +132,7 @@ def commit(writer: Writer | WriteGroup, tables: dict[str, Any], rollout: str,
     """Commit one rollout's rows in one transaction; a retried rollout's old rows go in the same one. Nothing
     is committed once a stop was asked for: the rollout may have been cut short by it."""
     raise_if_stop_requested()
-    writer.append(tables, before=[(s, [rollout]) for s in _REPLACE] if rollout in retry else [])
+    writer.append(tables, before=runs.replace_rollout(rollout) if rollout in retry else [])
 
 
 def agent_template(agent: str, console: Console) -> str | None:
@@ -174,7 +170,7 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
         environments.ensure(writer, settings.env, console, multiwoz_path=multiwoz_path, taubench_path=taubench_path)
         env = environments.load(writer, settings.env)
         tasks = environments.select_tasks(env, settings.split, settings.limit, settings.tasks)
-        batch = max_batch(settings.concurrency, settings.search.beam)  # one generate per search step
+        batch = batch_size(settings)  # one generate per search step
         rows = getattr(env, "rows", None)  # ToolWOZ's: the teacher's lexicon
         agent: Backend | None = None  # one backend for every task, or the environment's scripted agent per task
         if settings.backend != "scripted":
@@ -190,33 +186,54 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
         # vLLM's version, prefix caching, batch invariance: part of the run record
         if agent is not None and (engine := engine_info(agent)):
             settings = dataclasses.replace(settings, engine=engine)
-        run_id, done = runs.start(writer, settings, run_name, env.tool_schemas())
-        retry = failed_rollouts(writer, run_id)
-        done = done - retry
-        todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
-        report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")
-        if notice := resume_notice(run_id, report.skipped, len(retry), len(todo)):
-            console.print(notice)
+        report, todo, retry = begin(writer, settings, run_name, env.tool_schemas(), tasks, samples, console)
         make_user = user_factory(env, settings, user_backend)
         tools = ToolRunner(env)
-        start = time.monotonic()
-        status = "failed"
-        try:
+        with lifecycle(writer, report):
             # The group is left outside the event loop, so even a signal the loop does not unwind (SIGTERM)
             # commits every finished rollout still waiting and stops the writer thread before we exit.
             with writer.grouped() as group:
-                asyncio.run(_run(settings, run_id, todo, agent or scripted_agents(env, settings.agent), make_user,
-                                 tools, group, console, report, retry))
-            status = "done"
-        except (KeyboardInterrupt, asyncio.CancelledError):  # a signal: see signals.signals_cancel
-            status = "interrupted"
-            raise Interrupted(f"interrupted: {report.new_rollouts} rollouts of run {run_id} committed; "
-                              "run the same command again to resume") from None
-        finally:
-            report.seconds = time.monotonic() - start
-            report.status = status
-            runs.finish(writer, run_id, status)
+                asyncio.run(_run(settings, report.run_id, todo, agent or scripted_agents(env, settings.agent),
+                                 make_user, tools, group, console, report, retry))
     return report
+
+
+def begin(writer: Writer, settings: RunSettings, run_name: str | None, tool_schemas: list[dict[str, Any]],
+          tasks: Sequence[Task], samples: int, console: Console) -> tuple[RunReport, list[tuple[Task, int]], set[str]]:
+    """Register (or resume) the run: its report so far, the (task, sample) pairs left to run, and the committed
+    rollouts that failed and run again. Says what a resumed run skips."""
+    run_id, done = runs.start(writer, settings, run_name, tool_schemas)
+    retry = failed_rollouts(writer, run_id)
+    done = done - retry
+    todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
+    report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")
+    if notice := resume_notice(run_id, report.skipped, len(retry), len(todo)):
+        console.print(notice)
+    return report, todo, retry
+
+
+@contextlib.contextmanager
+def lifecycle(writer: Writer, report: RunReport) -> Iterator[None]:
+    """Time the block and record how the run ended: `done` (or the `report.status` the block set), `failed` on an
+    error, `interrupted` on a signal (then one-line Interrupted: what finished is committed)."""
+    start = time.monotonic()
+    status = "failed"
+    try:
+        yield
+        status = report.status
+    except (KeyboardInterrupt, asyncio.CancelledError):  # a signal: see signals.signals_cancel
+        status = "interrupted"
+        raise Interrupted(f"interrupted: {report.new_rollouts} rollouts of run {report.run_id} committed; "
+                          "run the same command again to resume") from None
+    finally:
+        report.seconds = time.monotonic() - start
+        report.status = status
+        runs.finish(writer, report.run_id, status)
+
+
+def batch_size(settings: RunSettings) -> int:
+    """Rows the agent's backend batches in one generate: every live branch of every conversation in flight."""
+    return max_batch(settings.concurrency, settings.search.beam)
 
 
 async def _run(settings: RunSettings, run_id: str, todo: list[tuple[Task, int]],

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import sql
+from common.errors import first_line
 from factory import __version__
 from factory.errors import FactoryError, Interrupted, UserError, WarehouseBusy
 from factory.jobs import models
@@ -55,6 +56,7 @@ def train_model(job: TrainJob) -> dict[str, Any]:
     """Check, load, train, save and record `job`; returns its summary (run id, rows, steps, losses, speed).
     Raises UserError or TrainInputError for data or settings that cannot work (before anything is written)."""
     from train import recipes
+    from train.errors import NoRowsLeft
     from train.recipes import TrainInputError
 
     started = utc_now()
@@ -86,9 +88,7 @@ def train_model(job: TrainJob) -> dict[str, Any]:
         with staged(out_dir) as stage:
             try:
                 result = _fit(method, dataset, model, stage, recipe, job.seed, trainer_kwargs, run_id)
-            except ValueError as e:
-                if "num_samples=0" not in str(e):
-                    raise
+            except NoRowsLeft:  # checked once TRL has prepared the rows, before its first step
                 raise UserError(f"every one of the {info.rows} rows of view {view} was dropped before training: "
                                 f"each is longer than --max-length {recipe.max_length} tokens, or keeps no "
                                 "trainable token once cut; raise --max-length") from None
@@ -173,9 +173,8 @@ def check_model(model: str) -> None:
     except Exception as e:  # gated or private repos answer 401/403: let from_pretrained use the token
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status not in (401, 403):
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(f"no model folder at {model}, no cached copy, and the Hub cannot be reached "
-                            f"({first}); pass an existing folder") from None
+                            f"({first_line(e)}); pass an existing folder") from None
 
 
 def _load(method: str, view: str, params: dict[str, Any], run_ids: tuple[str, ...],
@@ -267,7 +266,7 @@ def _record(warehouse_path: str, run_id: str, started: datetime, status: str, ou
     row = {"run_id": run_id, "kind": "train", "created_at": started, "finished_at": utc_now(), "status": status,
            "config": json.dumps(config, default=str), "agent_model": str(out_dir), "user_model": None,
            "backend": "transformers", "protocol": None, "split": ",".join(splits) or None, "semantics": None,
-           "beam_size": None, "seed": seed, "code_version": __version__, "tools": None}
+           "beam": None, "seed": seed, "code_version": __version__, "tools": None}
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -22,9 +22,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import sql
+from common.errors import first_line
 from factory import __version__
-from factory.errors import FactoryError, UserError, first_line
+from factory.errors import FactoryError, UserError
 from factory.store import staging
+from factory.store.runs import named_today
 from factory.store.warehouse import run_query
 
 DATASET_VIEWS = ("sft", "kto", "dpo", "trajectories")  # what the "unknown view" error suggests
@@ -32,7 +34,7 @@ TRL_COLUMNS = ("messages", "prompt", "completion", "label", "chosen", "rejected"
 LICENSE = "mit"  # MultiWOZ 2.1, which every row derives from, is MIT-licensed
 TAGS = ["tool-calling", "dialogue", "josh", "toolwoz"]
 BATCH_ROWS = 1_000  # rows per Arrow batch read from DuckDB, and so at most per Parquet row group
-RUN_COLUMNS = ("run_id", "kind", "agent_model", "user_model", "backend", "protocol", "split", "beam_size", "seed",
+RUN_COLUMNS = ("run_id", "kind", "agent_model", "user_model", "backend", "protocol", "split", "beam", "seed",
                "semantics", "code_version", "created_at")
 ABOUT = ("The conversations are between a tool-calling agent and a simulated customer on ToolWOZ tasks (built from "
          "MultiWOZ 2.1, MIT licence), searched with JOSH (beam search over the agent's turns, rewarded by the goal "
@@ -102,7 +104,7 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as e:
-        raise UserError(str(e).strip().splitlines()[0]) from e
+        raise UserError(first_line(e)) from e
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         raise UserError("pass one SELECT query (or a view name) to export")
 
@@ -200,7 +202,7 @@ def _batches(con: duckdb.DuckDBPyConnection, query: str, user_query: bool) -> It
     except duckdb.Error as e:
         if not user_query:
             raise
-        raise UserError(str(e).strip().splitlines()[0]) from e
+        raise UserError(first_line(e)) from e
 
 
 def _write_shards(con: duckdb.DuckDBPyConnection, query: str, columns: list[str], data_dir: Path, split: str,
@@ -326,7 +328,7 @@ def dataset_card(source: Source, stats: _Stats, info: ExportInfo, runs: list[dic
             lines.append("| " + " | ".join("" if run[c] is None else str(run[c]) for c in RUN_COLUMNS)
                          + f" | {count} |")
         for run in runs:
-            config = json.dumps(json.loads(run["config"]), indent=2) if run["config"] else "{}"
+            config = json.dumps(named_today(json.loads(run["config"])), indent=2) if run["config"] else "{}"
             lines += ["", f"<details><summary>{run['run_id']} settings</summary>", "",
                       f"{fence}json", config, fence, "", "</details>"]
     else:

@@ -24,7 +24,7 @@ from factory import __version__
 from factory.errors import UserError
 from factory.store import warehouse
 from factory.store.writer import Writer
-from search.josh import SearchConfig
+from search.josh import CHOICES, SearchConfig
 from toolwoz.clock import utc_now
 from toolwoz.rewards import paired_bootstrap
 
@@ -35,6 +35,8 @@ _SEARCH_ADDED_LATER = {"results": "full"}
 # SearchConfig fields renamed since run ids were first hashed: new name -> (hashed name, the value meaning True).
 _HASHED_AS = {"seed_policy": ("distinct_seeds", "distinct"), "credit": ("credit_all", "all"),
               "unrewarded": ("keep_unrewarded", "keep")}
+# SearchConfig fields renamed with the same values: new name -> hashed (and earlier recorded) name.
+_RENAMED = {"max_turns": "max_steps"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     for name, (hashed, true_value) in _HASHED_AS.items():
         if name in search:
             search[hashed] = search.pop(name) == true_value
+    for name, hashed in _RENAMED.items():
+        if name in search:
+            search[hashed] = search.pop(name)
     unhashed = ("search", "user_base_url", "limit", "tasks", "concurrency", "extra", "env", *_ADDED_LATER)
     hashed_form = {k: v for k, v in config.items() if k not in unhashed}
     hashed_form["search"] = search
@@ -87,13 +92,31 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     return hashed_form
 
 
+def named_today(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded `config` with today's setting names (the flags'), whenever the run was recorded."""
+    if "search" not in config:
+        return dict(config)
+    renamed = {hashed: name for name, hashed in _RENAMED.items()}
+    flags = {hashed: (name, true_value) for name, (hashed, true_value) in _HASHED_AS.items()}
+    search = {}
+    for key, value in (config["search"] or {}).items():  # in the recorded order
+        if key in renamed:
+            key = renamed[key]
+        elif key in flags:
+            key, true_value = flags[key]
+            value = true_value if value else next(c for c in CHOICES[key] if c != true_value)
+        search[key] = value
+    return {**config, "search": search}
+
+
 def digest(hashed_form: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(hashed_form, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """The settings (today's names) in which two hashed forms differ."""
-    names = {hashed: name for name, (hashed, _) in _HASHED_AS.items()} | {"extra": "user_base_url"}
+    names = ({hashed: name for name, (hashed, _) in _HASHED_AS.items()} | {v: k for k, v in _RENAMED.items()}
+             | {"extra": "user_base_url"})
     top = [names.get(k, k) for k in {*old, *new} if k != "search" and old.get(k) != new.get(k)]
     search_old, search_new = old.get("search", {}), new.get("search", {})
     nested = [names.get(k, k) for k in {*search_old, *search_new} if search_old.get(k) != search_new.get(k)]
@@ -122,11 +145,30 @@ def start(writer: Writer, settings: RunSettings, run_id: str | None,
         "run_id": run_id, "kind": settings.kind, "created_at": utc_now(), "finished_at": None, "status": "running",
         "config": json.dumps(settings.config()), "agent_model": settings.agent,
         "user_model": settings.user_model or settings.user, "backend": settings.backend, "protocol": cfg.protocol,
-        "split": settings.split, "semantics": cfg.semantics, "beam_size": cfg.beam, "seed": cfg.seed,
+        "split": settings.split, "semantics": cfg.semantics, "beam": cfg.beam, "seed": cfg.seed,
         "code_version": __version__, "tools": json.dumps(tools) if cfg.protocol == "tools" and tools else None,
         "env": settings.env,
     }]})
     return run_id, done
+
+
+# The tables whose rows belong to one rollout, children first: what a retried rollout replaces and what
+# `factory runs delete` removes (then the rollouts themselves, then the run).
+ROLLOUT_TABLES = ("rewards", "tool_calls", "messages", "state_changes", "nodes")
+
+
+def replace_rollout(rollout_id: str) -> list[tuple[str, list[str]]]:
+    """Statements that drop a committed rollout's rows (run in the transaction that commits its retry)."""
+    return [(f"DELETE FROM {table} WHERE rollout_id = ?", [rollout_id])  # table: a code constant
+            for table in (*ROLLOUT_TABLES, "rollouts")]
+
+
+def delete(writer: Writer, run_id: str) -> None:
+    """Delete a run and every row it produced, in one transaction."""
+    in_run = "rollout_id IN (SELECT rollout_id FROM rollouts WHERE run_id = ?)"
+    statements = [(f"DELETE FROM {table} WHERE {in_run}", [run_id]) for table in ROLLOUT_TABLES]
+    statements += [("DELETE FROM rollouts WHERE run_id = ?", [run_id]), ("DELETE FROM runs WHERE run_id = ?", [run_id])]
+    writer.append({}, statements=statements)
 
 
 def finish(writer: Writer, run_id: str, status: str) -> None:
@@ -148,7 +190,7 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     raise UserError(f"run {run_id!r} is ambiguous ({', '.join(rows[:5])}); give more of the id")
 
 
-def compare(warehouse_path: str, run_a: str, run_b: str, samples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+def compare(warehouse_path: str, run_a: str, run_b: str, resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
     """Run A vs run B on the tasks both finished: mean reward and 100% success of each, and the paired-bootstrap
     interval of A - B (toolwoz.rewards.paired_bootstrap). Run ids may be unique prefixes."""
     with warehouse.opened(warehouse_path, read_only=True) as con:
@@ -157,7 +199,7 @@ def compare(warehouse_path: str, run_a: str, run_b: str, samples: int = 10_000, 
     if not rows:
         raise UserError(f"runs {a} and {b} share no finished task; evaluate both on the same split")
     reward_a, reward_b = [r[1] for r in rows], [r[2] for r in rows]
-    stats = paired_bootstrap(reward_a, reward_b, samples=samples, seed=seed)
+    stats = paired_bootstrap(reward_a, reward_b, resamples=resamples, seed=seed)
     return {"run_a": a, "run_b": b, "reward_a": round(sum(reward_a) / len(rows), 4),
             "reward_b": round(sum(reward_b) / len(rows), 4),
             "success_a": round(sum(r[3] for r in rows) / len(rows), 4),  # is_success, in SQL

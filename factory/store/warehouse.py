@@ -5,6 +5,7 @@ Connections, migrations, views and queries; the one writer is in `factory.store.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import time
@@ -16,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 import sql
+from common.errors import first_line
 from factory.errors import NotBuilt, UserError, WarehouseBusy, WarehouseError
 from toolwoz.clock import utc_now
 
@@ -52,16 +54,21 @@ def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float =
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(str(p), read_only=read_only, config=dict(config or {}))
+            con = duckdb.connect(str(p), read_only=read_only, config=dict(config or {}))
+            if read_only and pending_migrations(con):  # written by an earlier version: migrate, then read
+                con.close()
+                _migrate_for_reading(p)
+                con = duckdb.connect(str(p), read_only=True, config=dict(config or {}))
+            return con
         except duckdb.IOException as e:
             if not is_lock_error(e):
-                raise WarehouseError(f"cannot open warehouse {p}: {str(e).splitlines()[0]}") from e
+                raise WarehouseError(f"cannot open warehouse {p}: {first_line(e)}") from e
             if time.monotonic() >= deadline:
                 raise _busy(p, e) from e
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
         except duckdb.Error as e:
-            raise WarehouseError(f"cannot open warehouse {p}: {str(e).splitlines()[0]}") from e
+            raise WarehouseError(f"cannot open warehouse {p}: {first_line(e)}") from e
 
 
 @contextmanager
@@ -103,6 +110,42 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
         con.execute("INSERT INTO _factory_migrations VALUES (?, ?)", [path.stem, utc_now()])
         applied.append(path.stem)
     return applied
+
+
+def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the `sql/schema` files this warehouse has not had yet (none for a file no writer has prepared)."""
+    try:
+        done = {r[0] for r in con.execute("SELECT name FROM _factory_migrations").fetchall()}
+    except duckdb.CatalogException:
+        return []
+    return [path.stem for path in sorted((sql.ROOT / "schema").glob("*.sql")) if path.stem not in done]
+
+
+def _migrate_for_reading(path: Path) -> None:
+    """Migrate (and refresh the views of) a warehouse an earlier version wrote, before a read-only command reads
+    it: as a writer would on open, holding the writer's lock (`<path>.lock`) for the moment it takes."""
+    in_use = UserError(f"warehouse {path} needs the migrations of this version, and another process has it open; "
+                       "run the command again when it is done")
+    try:
+        lock = open(f"{path}.lock", "a+")
+    except OSError as e:
+        raise UserError(f"warehouse {path} needs the migrations of this version, which cannot take its lock file: "
+                        f"{first_line(e)}") from e
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise in_use from None
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.Error as e:
+            if is_lock_error(e):
+                raise in_use from e
+            raise WarehouseError(f"cannot migrate warehouse {path}: {first_line(e)}") from e
+        try:
+            prepare(con)
+        finally:
+            con.close()
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -167,10 +210,10 @@ def run_query(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, str]
     try:
         relation = con.sql(query)
     except duckdb.Error as e:
-        raise UserError(str(e).strip().splitlines()[0]) from e
+        raise UserError(first_line(e)) from e
     if relation is None:
         return None
     try:
         return relation.to_arrow_table()
     except duckdb.Error as e:
-        raise UserError(str(e).strip().splitlines()[0]) from e
+        raise UserError(first_line(e)) from e

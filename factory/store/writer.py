@@ -33,6 +33,7 @@ import duckdb
 import pyarrow as pa
 
 import sql
+from common.errors import first_line
 from factory.errors import UserError, WarehouseBusy, WarehouseError
 from factory.store.warehouse import is_lock_error, prepare
 from toolwoz.clock import utc_now
@@ -91,7 +92,7 @@ class Writer:
                 break
             except duckdb.IOException as e:
                 if not is_lock_error(e) or time.monotonic() >= deadline:
-                    raise WarehouseError(f"cannot write warehouse {self.path}: {str(e).splitlines()[0]}") from e
+                    raise WarehouseError(f"cannot write warehouse {self.path}: {first_line(e)}") from e
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
         try:

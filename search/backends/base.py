@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
+from search.errors import SearchError
+
 Message = dict[str, Any]  # {"role", "content", "tool_calls"?, "tool_call_id"?}
 
 
@@ -55,13 +57,7 @@ class Completion:
                    latency_ms=latency_ms)
 
 
-def one_line(e: BaseException) -> str:
-    """`Type: first line of the message`, for one-line errors."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-class BackendError(Exception):
+class BackendError(SearchError):
     """The backend cannot serve at all (bad model path, unreachable endpoint): a setup problem."""
 
 

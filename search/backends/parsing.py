@@ -14,14 +14,16 @@ import json
 import re
 from typing import Any
 
+from common.errors import first_line
+from search.errors import SearchError
 from toolwoz.values import storable, storable_text
 
 Message = dict[str, Any]
 _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 
 
-class _Malformed(ValueError):
-    pass
+class _Malformed(SearchError):
+    """A parsed reply that is not a valid assistant message; caught here and returned as a `parse_error`."""
 
 
 def _arguments_text(arguments: Any) -> str:
@@ -104,7 +106,7 @@ def parse_assistant(text: str, tokenizer: Any = None) -> tuple[Message, str | No
         try:
             return _parse_with_template(text, tokenizer), None
         except Exception as e:  # the parser raises ValueError, TypeError, ... on model garbage
-            template_error = f"response_template: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            template_error = f"response_template: {first_line(e)}"
     try:
         return parse_hermes(text), None
     except Exception as e:

@@ -21,7 +21,9 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from search.backends.base import BackendError, Completion, Request, one_line
+from common.errors import first_line
+from search.backends import allocator
+from search.backends.base import BackendError, Completion, Request
 from search.backends.decoding import DecodeLoop, LoopStats, Row
 from search.backends.parsing import parse_assistant
 from search.batching import MicroBatcher
@@ -63,7 +65,8 @@ class TransformersBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(where, **gguf)
         except Exception as e:
-            raise BackendError(f"cannot load a tokenizer from {self.name!r} ({one_line(e)})") from None
+            why = first_line(e, with_type=True)
+            raise BackendError(f"cannot load a tokenizer from {self.name!r} ({why})") from None
         self.tokenizer.model_max_length = 1 << 40  # prompts are checked against the context budget below; no warning
         if chat_template is not None:
             self.tokenizer.chat_template = chat_template
@@ -72,6 +75,8 @@ class TransformersBackend:
                                "requests with apply_chat_template, so use a chat/instruct model")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            allocator.tune()  # decode steps reuse heap pages instead of mapping fresh ones (allocator.py)
         try:
             torch_dtype = _DTYPES[dtype] if isinstance(dtype, str) and dtype in _DTYPES else dtype
             self.model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, **_dense(gguf))
@@ -79,7 +84,8 @@ class TransformersBackend:
                 self.model.hf_quantizer.remove_quantization_config(self.model)  # dense weights: a plain model
             self.model.to(device).eval()
         except Exception as e:
-            raise BackendError(f"cannot load a causal LM from {self.name!r} ({one_line(e)})") from None
+            why = first_line(e, with_type=True)
+            raise BackendError(f"cannot load a causal LM from {self.name!r} ({why})") from None
         self.device = torch.device(device)
         self.max_batch = max_batch
         self.max_context = max_context or getattr(self.model.config, "max_position_embeddings", None) or 2048
@@ -130,7 +136,7 @@ class TransformersBackend:
                 self.loop.run([row for _, row in rows], self.stats)
             except Exception as e:
                 for i, _ in rows:
-                    results[i] = Completion.failed(f"generate failed: {one_line(e)}")
+                    results[i] = Completion.failed(f"generate failed: {first_line(e, with_type=True)}")
             else:
                 for i, row in rows:
                     results[i] = self._completion(row, requests[i])
@@ -151,7 +157,7 @@ class TransformersBackend:
             try:
                 ids = self.render(request)
             except Exception as e:  # e.g. the template's raise_exception on an unknown role
-                results[i] = Completion.failed(f"chat template failed: {one_line(e)}")
+                results[i] = Completion.failed(f"chat template failed: {first_line(e, with_type=True)}")
                 continue
             budget = self.max_context - params.max_new_tokens
             if len(ids) > budget:

@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from search.backends.base import BackendError, Completion, Request, SamplingParams, one_line
+from common.errors import first_line
+from search.backends.base import BackendError, Completion, Request, SamplingParams
 from search.backends.parsing import parse_assistant
 from search.batching import MicroBatcher
 
@@ -53,7 +54,7 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except Exception as e:  # e.g. a CUDA torchvision next to a CPU torch: `operator torchvision::nms does not exist`
-        raise BackendError(f"vLLM is installed but does not import ({one_line(e)}); on CPU, "
+        raise BackendError(f"vLLM is installed but does not import ({first_line(e, with_type=True)}); on CPU, "
                            "`pip uninstall torchvision torchaudio torchcodec` (their registry builds need CUDA)") from None
     return vllm
 
@@ -84,7 +85,8 @@ class VLLMBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model))
         except Exception as e:
-            raise BackendError(f"cannot load a tokenizer from {str(model)!r} ({one_line(e)})") from None
+            why = first_line(e, with_type=True)
+            raise BackendError(f"cannot load a tokenizer from {str(model)!r} ({why})") from None
         self.tokenizer.model_max_length = 1 << 40  # prompts are checked against the context budget below
         if not getattr(self.tokenizer, "chat_template", None):  # checked before the engine's ~25 s start
             raise BackendError(f"the tokenizer of {str(model)!r} has no chat template; the vLLM backend renders "
@@ -107,7 +109,7 @@ class VLLMBackend:
         try:
             self.llm = vllm.LLM(model=str(model), **(args | engine_args))
         except Exception as e:  # bad weights, no KV-cache room, unsupported architecture ...
-            raise BackendError(f"vLLM cannot start on {str(model)!r} ({one_line(e)})") from None
+            raise BackendError(f"vLLM cannot start on {str(model)!r} ({first_line(e, with_type=True)})") from None
         engine = self.llm.llm_engine
         self.max_context = int(engine.model_config.max_model_len)
         eos = {self.tokenizer.eos_token_id, *_generation_eos(str(model), engine.model_config.hf_config)}
@@ -155,7 +157,7 @@ class VLLMBackend:
             try:
                 ids = self.render(request)
             except Exception as e:  # e.g. the template's raise_exception on an unknown role
-                results[i] = Completion.failed(f"chat template failed: {one_line(e)}")
+                results[i] = Completion.failed(f"chat template failed: {first_line(e, with_type=True)}")
                 continue
             budget = self.max_context - request.params.max_new_tokens
             if len(ids) > budget:
@@ -172,7 +174,7 @@ class VLLMBackend:
                     results[i] = completion
             except Exception as e:
                 for i, _, _ in rows:
-                    results[i] = Completion.failed(f"vLLM generate failed: {one_line(e)}")
+                    results[i] = Completion.failed(f"vLLM generate failed: {first_line(e, with_type=True)}")
         latency_ms = (time.perf_counter() - start) * 1000
         for completion in results:
             assert completion is not None

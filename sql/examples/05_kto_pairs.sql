@@ -17,7 +17,7 @@ dpo_runs AS (SELECT run_id, count(*) AS pairs FROM dpo GROUP BY run_id),
 sft_runs AS (SELECT run_id, count(*) AS conversations FROM sft GROUP BY run_id)
 SELECT
     regexp_extract(r.agent_model, '[^/]+$') AS agent,        -- teacher, or the model folder's name
-    r.beam_size AS beam,                                     -- JOSH beam width
+    r.beam,                                                  -- JOSH beam width
     coalesce(k.desirable, 0) AS kto_desirable,               -- assistant turns on golden paths
     coalesce(k.undesirable, 0) AS kto_undesirable,           -- failed siblings' turns at the same prompts
     coalesce(k.paired_prompts, 0) AS kto_paired_prompts,     -- prompts with both labels

@@ -19,7 +19,7 @@ calls AS (
 )
 SELECT
     regexp_extract(r.agent_model, '[^/]+$') AS agent,                 -- teacher, or the model folder's name
-    r.beam_size AS beam,                                              -- JOSH beam width
+    r.beam,                                                           -- JOSH beam width
     count(*) AS golden_calls,                                         -- tool calls on rewarded golden paths
     count(*) FILTER (c.met_goal) AS met_goal,                         -- in a turn that met a goal
     count(*) FILTER (NOT c.ok) AS failed,                             -- tool errors (unknown name, no such row ...)
@@ -28,5 +28,5 @@ SELECT
 FROM calls AS c
 JOIN runs AS r ON r.run_id = c.run_id
 WHERE r.kind = 'harvest'
-GROUP BY r.run_id, r.agent_model, r.beam_size, r.created_at
+GROUP BY r.run_id, r.agent_model, r.beam, r.created_at
 ORDER BY r.created_at

@@ -19,7 +19,7 @@ SELECT
     regexp_extract(r.agent_model, '[^/]+$') AS agent,                 -- teacher, or the model folder's name
     r.user_model AS "user",                                           -- user simulator
     r.split,                                                          -- task split
-    r.beam_size AS beam,                                              -- JOSH beam (1 for evals)
+    r.beam,                                                           -- JOSH beam (1 for evals)
     s.rollouts,                                                       -- rollouts committed
     s.average_reward,                                                 -- Average Reward (run_scores)
     s.success_rate,                                                   -- 100% Success Rate (run_scores)

@@ -6,7 +6,7 @@ SELECT
     r.agent_model AS agent,                     -- model path / Hub id, openai:MODEL, or teacher
     r.user_model AS "user",                     -- user simulator
     r.split,                                    -- task split
-    r.beam_size AS beam,                        -- JOSH beam (1 for evals)
+    r.beam,                                     -- JOSH beam (1 for evals)
     s.rollouts,                                 -- rollouts committed
     s.failed,                                   -- of which failed on a backend / user error (a re-run retries)
     s.average_reward,                           -- mean rollout reward

@@ -7,7 +7,7 @@ SELECT
     r.kind,                        -- harvest | eval
     r.agent_model AS agent,        -- model path / Hub id, openai:MODEL, or teacher
     r.user_model AS "user",        -- user simulator
-    r.beam_size AS beam,           -- JOSH beam
+    r.beam,                        -- JOSH beam
     o.task_id,                     -- the task
     t.domains,                     -- its domains
     o.status,                      -- done | failed

@@ -16,7 +16,7 @@ SELECT
     r.env,                                                      -- toolwoz | retail | airline
     r.agent_model,                                              -- the agent
     r.split,                                                    -- task split
-    r.beam_size AS beam,                                        -- JOSH beam width
+    r.beam,                                                     -- JOSH beam width
     r.semantics,                                                -- fixed | parity
     s.rollouts,                                                 -- rollouts committed
     s.average_reward,                                           -- Average Reward
