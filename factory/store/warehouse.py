@@ -101,14 +101,10 @@ def require_toolwoz(con: duckdb.DuckDBPyConnection, path: str | os.PathLike) -> 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply `sql/schema/NNNN_*.sql` files not yet recorded in `_factory_migrations`; returns their names."""
     con.execute("CREATE TABLE IF NOT EXISTS _factory_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
-    done = {r[0] for r in con.execute("SELECT name FROM _factory_migrations").fetchall()}
-    applied = []
-    for path in sorted((sql.ROOT / "schema").glob("*.sql")):
-        if path.stem in done:
-            continue
-        con.execute(path.read_text())
-        con.execute("INSERT INTO _factory_migrations VALUES (?, ?)", [path.stem, utc_now()])
-        applied.append(path.stem)
+    applied = pending_migrations(con)
+    for name in applied:
+        con.execute((sql.ROOT / "schema" / f"{name}.sql").read_text())
+        con.execute("INSERT INTO _factory_migrations VALUES (?, ?)", [name, utc_now()])
     return applied
 
 
