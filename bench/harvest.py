@@ -1,4 +1,4 @@
-"""Harvest benchmark: prefix reuse vs none, the batch fill, the serial schedule, raw `generate`, writes.
+"""Harvest benchmark: shared-prefix vs flat decode, prefix reuse vs none, the batch fill, serial, raw `generate`.
 
 Fixed workload: a model (`--model`, default the tiny model), the first N `val_harvest` tasks (sorted ids), the
 rule user, beam B, temperature 1.0, the same `max_new_tokens` everywhere. Compared, side by side in one run:
@@ -13,7 +13,12 @@ rule user, beam B, temperature 1.0, the same `max_new_tokens` everywhere. Compar
 3. serial (`SearchConfig(serial=True)`, concurrency 1, `max_batch=1`; the reference's schedule);
 4. raw batched `generate`: the no-reuse harvest's batches replayed through plain `model.generate` (left
    padding, every row generating `max_new_tokens`), generated tokens/s against the harvest's;
-5. tool time and warehouse write time as shares of wall time (`write share`: the busy time of the writer
+5. shared-prefix decode (`search/backends/cascade.py`, the product's) against today's flat buffer
+   (`share_prefix=False`, every row's whole context, padding included): decode ms per row-step, conversations/min,
+   K/V bytes read per decode step against the distinct tokens of the live rows' contexts (the floor), the trees
+   checked equal; and one decode step profiled (forward, sampling, the loop around them, time off the CPU, page
+   faults) next to the bare forward at the flat harvest's mean rows and columns;
+6. tool time and warehouse write time as shares of wall time (`write share`: the busy time of the writer
    thread of `factory.store.Writer.grouped`, which commits every group of ready rollouts in one
    transaction, as `factory harvest` does), peak RSS and the load average. Timings are printed, never asserted.
 `--agent forced` replaces sampling by teacher forcing: the rule-based teacher picks every assistant turn and
@@ -63,6 +68,7 @@ from toolwoz.user_rule import RuleUser
 
 TARGET_RATIO, TARGET_RAW_SHARE, TARGET_OVERHEAD_SHARE = 2.0, 0.70, 0.02
 TARGET_PREFILL, TARGET_FILL, TARGET_REUSE_SPEEDUP, TARGET_TEACHER_SPEEDUP = 0.30, 0.80, 1.8, 2.5
+TARGET_DECODE, TARGET_SHARED_SPEEDUP, TARGET_KV_FLOOR = 3.0, 2.0, 2.0
 
 
 class RecordingBackend(TransformersBackend):
@@ -146,6 +152,8 @@ class Harvest:
     load: tuple[float, float] = field(default=(0.0, 0.0))  # 1-min load average at start and end
     write_sessions: int = 0  # transactions that wrote the rollouts
     aheads: list[AheadBackend] = field(default_factory=list)  # each rollout's calls requested ahead
+    faults: int = 0  # minor page faults of the process during the harvest
+    cpu_s: tuple[float, float] = (0.0, 0.0)  # user and system CPU seconds of the process during the harvest
 
     @property
     def per_min(self) -> float:
@@ -186,7 +194,7 @@ def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: S
     rollouts: list[dict[str, Any]] = []
     aheads: list[AheadBackend] = []
     in_flight = getattr(backend, "in_flight", set())
-    load_start = os.getloadavg()[0]
+    load_start, usage = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_SELF)
     with tempfile.TemporaryDirectory() as tmp, Writer(Path(tmp) / "bench.duckdb", f"bench/harvest.py {label}") as w:
         group = w.grouped() if grouped else None
         append = group.append if group else timed(w.append, write_clock)
@@ -218,8 +226,10 @@ def harvest(label: str, env: ToolEnv, tasks: list[Task], backend: Any, config: S
             write_clock[0] = group.busy_s
         wall = time.perf_counter() - start
     del env.call_many
+    end = resource.getrusage(resource.RUSAGE_SELF)
     return Harvest(label, wall, rollouts, tool_clock[0], write_clock[0], backend, (load_start, os.getloadavg()[0]),
-                   group.sessions if group else len(rollouts), aheads)
+                   group.sessions if group else len(rollouts), aheads, end.ru_minflt - usage.ru_minflt,
+                   (end.ru_utime - usage.ru_utime, end.ru_stime - usage.ru_stime))
 
 
 @dataclass
@@ -296,12 +306,13 @@ def ensure_model(path: Path, env: ToolEnv) -> Path:
     return path
 
 
-def load(model: Path, batch: int, *, reuse: bool = True,
+def load(model: Path, batch: int, *, reuse: bool = True, share: bool = True,
          teacher: TeacherBackend | None = None) -> RecordingBackend:
-    """A recording backend, warmed up (one-time costs of the first batch are not timed)."""
+    """A recording backend, warmed up (one-time costs of the first batch are not timed); `share=False`: decode
+    from the flat buffer (every row's whole context) instead of shared prompt segments."""
     cache = None if reuse else 0
-    backend = (ForcedBackend(model, max_batch=batch, prefix_cache_tokens=cache, teacher=teacher) if teacher
-               else RecordingBackend(model, max_batch=batch, prefix_cache_tokens=cache))
+    backend = (ForcedBackend(model, max_batch=batch, prefix_cache_tokens=cache, share_prefix=share, teacher=teacher)
+               if teacher else RecordingBackend(model, max_batch=batch, prefix_cache_tokens=cache, share_prefix=share))
     TransformersBackend.generate_batch(backend, [Request([{"role": "user", "content": "warm up"}])])
     backend.loop.prefix_cache.clear()
     backend.stats = BackendStats()
@@ -311,6 +322,40 @@ def load(model: Path, batch: int, *, reuse: bool = True,
 def same_trees(a: Harvest, b: Harvest) -> bool:
     shape = lambda h: {r["task_id"]: (r["n_nodes"], r["completion_tokens"], r["reward"]) for r in h.rollouts}  # noqa: E731
     return shape(a) == shape(b)
+
+
+def step_profile(h: Harvest) -> str:
+    """Where one decode step of `h` goes: the forward, sampling, the loop around them, time off the CPU."""
+    s = h.backend.stats
+    n = max(s.decode_steps, 1)
+    ms = lambda x: x / n * 1000  # noqa: E731
+    rest = s.decode_s - s.decode_forward_s - s.sample_s
+    return (f"{h.label}: one decode step {ms(s.decode_s):.1f} ms for {s.decode_rows / n:.1f} rows: forward "
+            f"{ms(s.decode_forward_s):.1f}, sampling {ms(s.sample_s):.1f}, the loop around them {ms(rest):.1f} "
+            f"(compaction, prefix-cache stores, per-row Python); off the CPU {ms(s.decode_s - s.decode_cpu_s):.1f} "
+            f"(waiting for the GIL or the scheduler); process: {h.cpu_s[0]:.0f} s user, {h.cpu_s[1]:.0f} s system "
+            f"({h.cpu_s[1] / max(h.cpu_s[0], 1e-9):.0%} of user), {(h.cpu_s[0] + h.cpu_s[1]) / h.wall_s:.0%} CPU, "
+            f"{h.faults / n:.0f} minor page faults per decode step")
+
+
+def bare_forward(backend: TransformersBackend, rows: int, columns: int, repeat: int = 20) -> float:
+    """Seconds of one decode forward alone: `rows` rows of one token over `columns` columns of random K/V in
+    the decode loop's flat buffer (mean of `repeat`, after a warm-up)."""
+    from search.backends.decoding import slot_cache
+    layout, model = backend.loop.layout, backend.model
+    assert layout is not None
+    kv = torch.randn((layout.layers, 2, rows, layout.heads, columns + 1, layout.head_dim), dtype=layout.dtype)
+    ids = torch.randint(3, model.config.vocab_size, (rows, 1))
+    mask = torch.ones((rows, columns + 1), dtype=torch.bool)
+    positions = torch.full((rows, 1), columns)
+    with torch.inference_mode():
+        times = []
+        for _ in range(repeat + 2):
+            start = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                  **{backend.loop.cache_kw: slot_cache(kv, columns)})
+            times.append(time.perf_counter() - start)
+    return statistics.mean(times[2:])
 
 
 def describe(h: Harvest) -> str:
@@ -325,7 +370,8 @@ def describe(h: Harvest) -> str:
             f"prompt tokens {stats.prompt_tokens}, prefilled {stats.prefill_tokens} (padded {stats.prefill_padded}), "
             f"reused {stats.cached_tokens} (rows hitting the cache {stats.cache_hits}, rows copying an identical "
             f"prompt's prefill {stats.shared_rows}); {stats.forwards} forwards, "
-            f"{stats.decode_rows} row-steps of decode, {stats.compactions} compactions; in the decode loop "
+            f"{stats.decode_rows} row-steps of decode, {stats.compactions} compactions, {stats.shared_runs} of "
+            f"{len(sizes)} batches decoded from shared prompt segments; in the decode loop "
             f"{stats.generate_s:.1f} s ({stats.generate_s / h.wall_s:.0%} of wall: prefill {stats.prefill_s:.1f} s, "
             f"decode {stats.decode_s:.1f} s); mean reward "
             f"{statistics.mean([r['reward'] for r in h.rollouts] or [0]):.3f}")
@@ -418,14 +464,19 @@ def main() -> None:
 
     reuse = harvest("reuse", env, tasks, load(model, batch, teacher=teacher), config, args.concurrency)
     print(describe(reuse), flush=True)
+    flat = harvest("flat", env, tasks, load(model, batch, share=False, teacher=teacher), config, args.concurrency)
+    print(describe(flat), flush=True)
+    print(f"the same trees with shared-prefix and flat decode (nodes, generated tokens, reward per rollout): "
+          f"{same_trees(reuse, flat)}")
     plain = harvest("no reuse", env, tasks, load(model, batch, reuse=False, teacher=teacher), config,
                     args.concurrency)
     print(describe(plain), flush=True)
     print(f"per-rollout generated tokens equal with and without reuse (per-row seeds): {same_trees(reuse, plain)}")
-    flat = harvest("no ahead", env, tasks, load(model, batch, teacher=teacher), config, args.concurrency, ahead=False)
-    print(describe(flat), flush=True)
+    behind = harvest("no ahead", env, tasks, load(model, batch, teacher=teacher), config, args.concurrency,
+                     ahead=False)
+    print(describe(behind), flush=True)
     print(f"the same trees with and without calls requested ahead (nodes, generated tokens, reward per rollout): "
-          f"{same_trees(reuse, flat)}")
+          f"{same_trees(reuse, behind)}")
     serial = None
     if not args.skip_serial:
         serial = harvest("serial", env, tasks, load(model, 1, reuse=False, teacher=teacher),
@@ -452,8 +503,8 @@ def main() -> None:
             ("conversations/min without reuse", f"{plain.per_min:.1f}", "", ""),
             ("with / without reuse", f"{speedup:.2f}x", f">= {TARGET_REUSE_SPEEDUP}x",
              verdict[speedup >= TARGET_REUSE_SPEEDUP]),
-            ("conversations/min, nothing ahead", f"{flat.per_min:.1f}", "", ""),
-            ("with / without requests ahead", f"{reuse.per_min / flat.per_min:.2f}x", "", "")]
+            ("conversations/min, nothing ahead", f"{behind.per_min:.1f}", "", ""),
+            ("with / without requests ahead", f"{reuse.per_min / behind.per_min:.2f}x", "", "")]
     if serial is not None:
         ratio = reuse.per_min / serial.per_min
         rows += [("serial conversations/min", f"{serial.per_min:.1f}", "", ""),
@@ -468,19 +519,46 @@ def main() -> None:
     print(f"\n{'measure':<34}{'value':>22}{'target':>10}{'':>8}")
     for name, value, target, ok in rows:
         print(f"{name:<34}{value:>22}{target:>10}{ok:>8}")
-    print(f"\n{load_average([reuse, plain, flat])}")
+    print(f"\n{load_average([reuse, flat, plain, behind])}")
     # The three lines scripts read (keep these words).
     print(f"prefill tokens vs no reuse: {prefill:.0%} ({stats.prefill_tokens} of {stats.prompt_tokens}; target "
           f"<= {TARGET_PREFILL:.0%}: {verdict[prefill <= TARGET_PREFILL]})")
     print(f"rows per generate vs live leaves: {reuse.fill:.0%} (target >= {TARGET_FILL:.0%}: "
           f"{verdict[reuse.fill >= TARGET_FILL]}; rows requested ahead count only when a turn took them)")
     print(f"    {reuse.ahead_line()}")
-    barrier = sum(flat.backend.at_barrier) / max(sum(flat.backend.live_leaves), 1)
-    print(f"    without requests ahead: {flat.fill:.0%}; of the live leaves at a batch's start {barrier:.0%} had "
+    barrier = sum(behind.backend.at_barrier) / max(sum(behind.backend.live_leaves), 1)
+    print(f"    without requests ahead: {behind.fill:.0%}; of the live leaves at a batch's start {barrier:.0%} had "
           f"ended this step's agent turn (JOSH's step barrier: waiting for siblings still in theirs)")
     print(f"write share: {write_share:.0%} ({reuse.write_s:.2f} s of {reuse.wall_s:.1f} s, the writer thread, "
           f"{reuse.write_sessions} sessions for {len(reuse.rollouts)} rollouts; target <= "
           f"{TARGET_OVERHEAD_SHARE:.0%}: {verdict[write_share <= TARGET_OVERHEAD_SHARE]})")
+    decode_lines(reuse, flat, verdict)
+
+
+def decode_lines(shared: Harvest, flat: Harvest, verdict: dict[bool, str]) -> None:
+    """The decode step profiled, and shared-prefix decode against the flat buffer, side by side."""
+    s, f = shared.backend.stats, flat.backend.stats
+    print(f"\ndecode step, profiled:\n    {step_profile(shared)}\n    {step_profile(flat)}")
+    rows, columns = round(f.decode_rows / max(f.decode_steps, 1)), round(f.kv_read_tokens / max(f.decode_rows, 1))
+    bare = bare_forward(flat.backend, rows, columns)
+    step = f.decode_s / max(f.decode_steps, 1)
+    print(f"    bare forward at the flat harvest's mean batch ({rows} rows x {columns} columns of K/V, random values, "
+          f"mean of 20): {bare * 1000:.1f} ms; flat decode step / bare forward: {step / bare:.2f}x")
+    layout = shared.backend.loop.layout
+    per_token = layout.bytes_per_token() if layout is not None else 0
+    per_row_shared, per_row_flat = (st.decode_s / max(st.decode_rows, 1) * 1000 for st in (s, f))
+    ratio = per_row_flat / per_row_shared
+    speed = shared.per_min / flat.per_min
+    kv = s.kv_read_tokens / max(s.kv_floor_tokens, 1)
+    mb = lambda st: st.kv_read_tokens / max(st.decode_steps, 1) * per_token / 1e6  # noqa: E731
+    # The three lines scripts read (keep these words).
+    print(f"decode ms per row-step, flat / shared: {ratio:.2f}x (flat {per_row_flat:.3f} ms, shared "
+          f"{per_row_shared:.3f} ms; target >= {TARGET_DECODE:.0f}: {verdict[ratio >= TARGET_DECODE]})")
+    print(f"conversations/min, shared / today's flat engine: {speed:.2f}x ({shared.per_min:.1f} vs {flat.per_min:.1f}; "
+          f"target >= {TARGET_SHARED_SPEEDUP:.0f}: {verdict[speed >= TARGET_SHARED_SPEEDUP]})")
+    print(f"K/V bytes read per decode step / distinct-token floor: {kv:.2f}x (shared {mb(s):.1f} MB per step; flat "
+          f"{mb(f):.1f} MB, {f.kv_read_tokens / max(f.kv_floor_tokens, 1):.2f}x the floor; target <= "
+          f"{TARGET_KV_FLOOR:.0f}: {verdict[kv <= TARGET_KV_FLOOR]})")
 
 
 if __name__ == "__main__":

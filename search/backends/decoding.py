@@ -9,9 +9,11 @@ One `DecodeLoop.run(rows)` answers a batch of token-id prompts:
    prefilled in groups (contiguous row ranges, planned so the padding costs little); a group's queries are its
    rows' last `width` tokens, so a row with less to compute recomputes a few cached tokens rather than leave a
    hole between its cached prefix and its suffix;
-3. decode appends one column per step in place; rows that stop (eos or their own `max_new_tokens`) leave the
-   batch once a quarter of it has stopped and carrying them would cost more than copying the others (the
-   buffer is compacted, dropping left padding no live row needs); their tokens' K/V go into the prefix cache.
+3. decode reads the prompts' K/V in shared form where that pays (`cascade.py`: the segments of the prompts'
+   prefix tree, each stored and read once per step, and each row's generated tokens apart; `SharedKV`), else
+   from the flat buffer (`FlatKV`: one column appended per step in place). Rows that stop (eos or their own
+   `max_new_tokens`) leave the batch once a quarter of it has stopped and carrying them would cost more than
+   copying the others (compaction); their tokens' K/V go into the prefix cache.
 A row's tokens depend only on (prompt, seed, params), up to float rounding: each row has its own seeded
 Gumbel stream (argmax(logits / T + Gumbel) is an exact sample of softmax(logits / T)), drawn in chunks of
 `NOISE_CHUNK` steps with one generator per row (on CPU the very numbers of one draw per step).
@@ -32,6 +34,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer, DynamicSlidingWindowLayer
 
+from search.backends import cascade
+from search.backends.cascade import Cascade, distinct_tokens
 from search.backends.prefix_cache import Match, PrefixCache
 
 NOISE_CHUNK = 8  # decode steps of Gumbel noise per generator call (fixed: a stream must not depend on the batch)
@@ -67,8 +71,14 @@ class LoopStats:
     decode_steps: int = 0
     decode_rows: int = 0  # rows x decode steps (finished rows still in the buffer included)
     compactions: int = 0
+    shared_runs: int = 0  # decode runs that read shared prompt tokens once (cascade.py); the others read flat
     prefill_s: float = 0.0
     decode_s: float = 0.0
+    decode_forward_s: float = 0.0  # of decode_s: the model's forwards
+    sample_s: float = 0.0  # of decode_s: sampling
+    decode_cpu_s: float = 0.0  # CPU time of the decoding thread (decode_s minus this: waiting, e.g. for the GIL)
+    kv_read_tokens: int = 0  # per layer, summed over decode steps: K/V tokens the attention read (padding included)
+    kv_floor_tokens: int = 0  # the same for the distinct tokens of the live rows' contexts (shared prefixes once)
 
 
 class SlotLayer(DynamicLayer):
@@ -208,7 +218,8 @@ class DecodeLoop:
     """Batched generation over `model`'s forward (any HF causal LM, CPU or CUDA)."""
 
     def __init__(self, model: Any, *, eos_ids: Sequence[int], pad_id: int, cache_tokens: int = 0,
-                 block_size: int = 32, max_prefill_tokens: int = 16384, forward_cost_tokens: int = 256):
+                 block_size: int = 32, max_prefill_tokens: int = 16384, forward_cost_tokens: int = 256,
+                 share_prefix: bool = True):
         self.model = model
         self.device = model.device
         params = inspect.signature(model.forward).parameters
@@ -220,10 +231,15 @@ class DecodeLoop:
         self.forward_cost = forward_cost_tokens
         self.layout = probe_layout(model, self.cache_kw)
         self.prefix_cache = PrefixCache(cache_tokens if self.layout else 0, block_size)
+        # Decode reads shared prompt tokens once (cascade.py) where the K/V is packed and the attention is one
+        # of transformers' registered ones; `share_prefix=False` keeps the flat buffer (benchmarks, tests).
+        self.shared = self.layout is not None and share_prefix and cascade.install(model)
         self.stats = LoopStats()  # replaced by the caller's counters in `run`
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache) -> torch.Tensor:
-        extra = {"logits_to_keep": 1} if self.keep_kw else {}
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor, cache: Cache,
+                 **extra: Any) -> torch.Tensor:
+        if self.keep_kw:
+            extra["logits_to_keep"] = 1
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          **{self.cache_kw: cache}, **extra)
         self.stats.forwards += 1
@@ -308,7 +324,7 @@ class DecodeLoop:
         self.stats.prefill_padded += count * group_width
         ids, positions = ids.to(self.device), positions.to(self.device)
         if kv is not None:
-            cache = _slot_cache(kv[:, :, first_slot:first_slot + count], width - group_width)
+            cache = slot_cache(kv[:, :, first_slot:first_slot + count], width - group_width)
         else:
             cache = hf_cache  # type: ignore[assignment]
         chunk = max(1, self.max_prefill_tokens // count)
@@ -319,15 +335,23 @@ class DecodeLoop:
 
     def _decode(self, rows: list[Row], logits: torch.Tensor, kv: torch.Tensor | None, hf_cache: Cache | None,
                 mask: torch.Tensor, lens: torch.Tensor, width: int) -> None:
-        """Sample until every row is finished; `rows` are in buffer order. Column c of the prompt space is
-        buffer column c - left once `left` columns of padding were dropped."""
+        """Sample until every row is finished; `rows` are in buffer order."""
+        cpu0 = time.thread_time()
         sampler = Sampler(rows, logits.shape[-1], self.device)
-        live = list(range(len(rows)))  # buffer row -> index in `rows`
+        live = list(range(len(rows)))  # current row -> index in `rows`
         fed = [0] * len(rows)  # generated tokens of each row whose K/V are in the buffer
-        cache = hf_cache if kv is None else _slot_cache(kv, width)
-        steps, left = 0, 0
+        layout: FlatKV | SharedKV = FlatKV(kv, hf_cache, mask, lens, width)
+        if kv is not None and self.shared:  # when reading shared prompt tokens once pays for its extra kernels
+            shape = cascade.plan([r.ids for r in rows])
+            if shape.pays:
+                layout = SharedKV(Cascade(kv, [r.ids for r in rows], width, max(r.limit for r in rows), shape), lens)
+                self.stats.shared_runs += 1
+        floor = distinct_tokens([r.ids for r in rows])  # the live rows' prompts' prefix tree
+        steps = 0
         while True:
+            t0 = time.perf_counter()
             sampled = sampler(logits, steps).tolist()
+            self.stats.sample_s += time.perf_counter() - t0
             for i, token in zip(live, sampled):
                 row = rows[i]
                 if not _finished(row):
@@ -344,41 +368,104 @@ class DecodeLoop:
             # quarter of the batch finished (`remaining` is an upper bound; this bounds the number of copies).
             if dropped and dropped * remaining >= 2 * len(kept) and 4 * dropped >= len(live):
                 gone = [k for k in range(len(live)) if k not in set(kept)]
-                self._store([rows[live[k]] for k in gone], [fed[live[k]] for k in gone], kv, gone, width - left)
-                index = torch.tensor(kept, device=self.device)
-                lens = lens[index]
+                self._store([rows[live[k]] for k in gone], [fed[live[k]] for k in gone], layout, gone)
+                layout.keep(kept, steps, remaining)
                 sampler.keep(kept)
                 live = [live[k] for k in kept]
-                columns = width + steps - left  # in use
-                if kv is not None:  # right-aligned: the first `drop` columns are padding for every kept row
-                    drop = width - left - int(lens.max())
-                    kv = kv[:, :, :, :, drop:columns + remaining].index_select(2, index)
-                    mask = mask[index, drop:columns + remaining]
-                    left += drop
-                    cache = _slot_cache(kv, columns - drop)
-                else:
-                    hf_cache.batch_select_indices(index)  # type: ignore[union-attr]
-                    mask = mask[index]
+                floor = distinct_tokens([rows[i].ids for i in live])
                 self.stats.compactions += 1
             # Each row's own last token (a finished row's is never stored: only its first `fed` tokens are).
             inputs = torch.tensor([rows[i].tokens[-1] for i in live], dtype=torch.long, device=self.device)[:, None]
-            logits = self._forward(inputs, mask[:, :width + steps - left + 1], (lens + steps).unsqueeze(1), cache)
+            t0 = time.perf_counter()
+            logits = self._forward(inputs, layout.mask_for(steps), (layout.lens + steps).unsqueeze(1), layout.cache,
+                                   **layout.inputs())
+            self.stats.decode_forward_s += time.perf_counter() - t0
+            self.stats.kv_read_tokens += layout.read_tokens(steps)
+            self.stats.kv_floor_tokens += floor + len(live) * (steps + 1)
             steps += 1
             for i in live:
                 fed[i] = min(fed[i] + 1, len(rows[i].tokens))
             self.stats.decode_steps += 1
             self.stats.decode_rows += len(live)
-        self._store([rows[i] for i in live], [fed[i] for i in live], kv, list(range(len(live))), width - left)
+        self._store([rows[i] for i in live], [fed[i] for i in live], layout, list(range(len(live))))
+        self.stats.decode_cpu_s += time.thread_time() - cpu0
 
-    def _store(self, rows: list[Row], fed: list[int], kv: torch.Tensor | None, index: list[int],
-               prompt_end: int) -> None:
-        """Cache each row's prompt and fed tokens; its prompt ends at buffer column `prompt_end`."""
-        if kv is None or self.prefix_cache.max_tokens <= 0:
+    def _store(self, rows: list[Row], fed: list[int], layout: FlatKV | SharedKV, index: list[int]) -> None:
+        """Cache each row's prompt and fed tokens (`index`: the rows' current places in `layout`)."""
+        if not layout.packed or self.prefix_cache.max_tokens <= 0:
             return
         for row, count, k in zip(rows, fed, index):
-            start = prompt_end - len(row.ids)
-            self.prefix_cache.store(row.ids + row.tokens[:count],
-                                    lambda a, b: kv[:, :, k, :, start + a:start + b].clone())
+            self.prefix_cache.store(row.ids + row.tokens[:count], lambda a, b, k=k: layout.columns(k, a, b))
+
+
+class FlatKV:
+    """Every row's whole context in one buffer, right-aligned (every row's next token in the same column; left
+    padding masked), or in transformers' own cache for models the loop cannot pack. Column c of the prompt
+    space is buffer column c - left once `left` columns of padding were dropped."""
+
+    def __init__(self, kv: torch.Tensor | None, hf_cache: Cache | None, mask: torch.Tensor, lens: torch.Tensor,
+                 width: int):
+        self.kv, self.hf_cache, self.mask, self.lens, self.width, self.left = kv, hf_cache, mask, lens, width, 0
+        self.packed = kv is not None
+        self.cache = hf_cache if kv is None else slot_cache(kv, width)
+
+    def mask_for(self, steps: int) -> torch.Tensor | None:
+        return self.mask[:, :self.width + steps - self.left + 1]
+
+    def inputs(self) -> dict[str, Any]:
+        return {}
+
+    def keep(self, index: list[int], steps: int, remaining: int) -> None:
+        """Only the current rows at `index` stay; the buffer keeps room for `remaining` more steps."""
+        rows = torch.tensor(index, device=self.mask.device)
+        self.lens = self.lens[rows]
+        columns = self.width + steps - self.left  # in use
+        if self.kv is not None:  # right-aligned: the first `drop` columns are padding for every kept row
+            drop = self.width - self.left - int(self.lens.max())
+            self.kv = self.kv[:, :, :, :, drop:columns + remaining].index_select(2, rows)
+            self.mask = self.mask[rows, drop:columns + remaining]
+            self.left += drop
+            self.cache = slot_cache(self.kv, columns - drop)
+        else:
+            self.hf_cache.batch_select_indices(rows)  # type: ignore[union-attr]
+            self.mask = self.mask[rows]
+
+    def columns(self, row: int, start: int, end: int) -> torch.Tensor:
+        """K/V of tokens `[start, end)` of current row `row` (prompt, then generated), a copy."""
+        assert self.kv is not None
+        first = self.width - self.left - int(self.lens[row])
+        return self.kv[:, :, row, :, first + start:first + end].clone()
+
+    def read_tokens(self, steps: int) -> int:
+        """Tokens of K/V per layer the attention reads this step (padding included)."""
+        return len(self.lens) * (self.width + steps - self.left + 1)
+
+
+class SharedKV:
+    """The shared-prefix layout (`cascade.Cascade`) behind the loop's interface."""
+
+    packed = True
+
+    def __init__(self, cascade: Cascade, lens: torch.Tensor):
+        self.cascade, self.lens = cascade, lens
+        self.cache = slot_cache(cascade.generated, 0)  # the rows' generated tokens: the forward appends here
+
+    def mask_for(self, steps: int) -> torch.Tensor | None:
+        return None  # no padding: the cascade masks its segments' padding itself
+
+    def inputs(self) -> dict[str, Any]:
+        return {"cascade": self.cascade}
+
+    def keep(self, index: list[int], steps: int, remaining: int) -> None:
+        self.lens = self.lens[torch.tensor(index, device=self.lens.device)]
+        self.cascade.keep(index)
+        self.cache = slot_cache(self.cascade.generated, steps)
+
+    def columns(self, row: int, start: int, end: int) -> torch.Tensor:
+        return self.cascade.columns(row, start, end)
+
+    def read_tokens(self, steps: int) -> int:
+        return self.cascade.read_tokens(steps)
 
 
 def _limit(row: Row) -> int:
@@ -389,7 +476,7 @@ def _finished(row: Row) -> bool:
     return row.stopped or len(row.tokens) >= _limit(row)
 
 
-def _slot_cache(kv: torch.Tensor, length: int) -> DynamicCache:
+def slot_cache(kv: torch.Tensor, length: int) -> DynamicCache:
     """A transformers cache whose layers are views of `kv` (`[layers, 2, rows, heads, columns, dim]`)."""
     cache = DynamicCache()
     cache.layers = [SlotLayer(kv[layer, 0], kv[layer, 1], length) for layer in range(kv.shape[0])]
