@@ -199,3 +199,24 @@ def test_loop_refuses_a_missing_model_folder_and_a_beam_of_one(wh, tmp_path):
     beam = run("loop", "--beam", "1", "-w", str(wh))
     assert beam.returncode == 2 and "--beam" in beam.stderr
     assert query(wh, "SELECT count(*) FROM runs") == [(0,)]  # nothing recorded
+
+
+def test_loop_workers_run_the_rollout_stages_in_ray_processes_with_the_same_runs_and_rows(model_dir, template,
+                                                                                          tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'josh-factory[ray]'; make install does)")
+    from tests.conftest import copy_warehouse
+
+    rows = ("SELECT run_id, task_id, n_nodes, reward, completion_tokens, end_reason FROM rollouts ORDER BY ALL",
+            "SELECT m.rollout_id, m.node_id, m.role, m.content FROM messages m ORDER BY ALL")
+    outcome = {}
+    for workers in ("1", "2"):
+        (tmp_path / workers).mkdir()
+        wh = copy_warehouse(template, tmp_path / workers)
+        stopped = run("loop", "--model", str(model_dir), "--out", str(tmp_path / workers / "loop"), *SMALL,
+                      "--workers", workers, "-w", str(wh))
+        assert stopped.returncode == 2 and "M1 has no training rows" in one_line_error(stopped)
+        assert ("2 Ray workers" in stopped.stderr) == (workers == "2"), stopped.stderr[-2000:]
+        outcome[workers] = [query(wh, sql) for sql in rows]
+    assert outcome["1"] == outcome["2"] and len(outcome["2"][0]) == 6  # eval M0, harvest, control: 2 tasks each
+    retail = run("loop", "--env", "retail", "--workers", "2", "-w", str(tmp_path / "1" / "warehouse.duckdb"))
+    assert retail.returncode == 2 and "--workers" in one_line_error(retail)

@@ -68,6 +68,9 @@ HARVEST_SPLITS = {"toolwoz": DEFAULTS.harvest_split, "retail": "train"}  # split
               help="Harvest rollouts whose golden path trains M1 (0.01: any goal met).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=DEFAULTS.concurrency, show_default=True,
               help="Conversations in flight in every rollout stage.")
+@click.option("--workers", type=click.IntRange(min=1), default=DEFAULTS.workers, show_default=True,
+              help="Processes the harvest and eval stages run in: 1 = this one; N > 1 = N local Ray workers of one "
+                   "CPU each, sharing --concurrency (ToolWOZ; the same runs and rows either way).")
 @search_option("seed", LOOP_HARVEST, type=int)
 @env_option
 @multiwoz_option
@@ -76,7 +79,7 @@ HARVEST_SPLITS = {"toolwoz": DEFAULTS.harvest_split, "retail": "train"}  # split
 @json_option
 def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_split, beam, temperature, max_turns,
          max_new_tokens, results, sft_epochs, sft_steps, sft_loss, wise_ft, kto_steps, learning_rate, min_reward,
-         concurrency, seed, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
+         concurrency, workers, seed, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests (--harvest-split) with JOSH,
     and is fine-tuned on its golden paths, then given --kto-steps of KTO on golden vs failed siblings (M1); the
     control M0' gets the same SFT steps on M0's own unfiltered beam-1 rollouts of the same tasks. With --iterations
@@ -94,6 +97,7 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
         factory loop                                          # ~28 min on 2 cores
         factory loop --eval-tasks 100 --harvest-tasks 200 --out models/loop-small
         factory loop --iterations 2                           # M1 harvests the next 600 synth tasks -> M2
+        factory loop --workers 2                              # both cores: rollouts in two processes
         factory loop --agent Qwen/Qwen3-0.6B --max-new-tokens 512   # on a GPU
         factory loop --env retail --agent Qwen/Qwen3-0.6B --harvest-tasks 500   # τ-bench retail, on a GPU
     """
@@ -103,6 +107,8 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
     if env == "airline":
         raise click.BadParameter("τ-bench airline has only a test split: a loop would train on the tasks it "
                                  "evaluates; use --env retail (harvests train, evaluates test)", param_hint="--env")
+    if workers > 1 and env != "toolwoz":
+        raise click.BadParameter("Ray workers run ToolWOZ only for now; drop --workers", param_hint="--workers")
     if harvest_split in ("test", "test_full"):
         raise click.BadParameter("the loop evaluates on `test`: harvest another split", param_hint="--harvest-split")
     cfg = LoopConfig(out=out_dir.expanduser().resolve(), model=agent, iterations=iterations,
@@ -111,7 +117,8 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
                      temperature=temperature, max_turns=max_turns, max_new_tokens=max_new_tokens, results=results,
                      sft_epochs=sft_epochs, sft_steps=sft_steps, sft_loss=sft_loss, wise_ft=wise_ft,
                      kto_steps=kto_steps,
-                     learning_rate=learning_rate, min_reward=min_reward, concurrency=concurrency, seed=seed)
+                     learning_rate=learning_rate, min_reward=min_reward, concurrency=concurrency, workers=workers,
+                     seed=seed)
     result = run_loop(cfg, warehouse_path, multiwoz, err, taubench_path)
     if as_json:
         print_json(result.__dict__)

@@ -82,6 +82,9 @@ class LoopConfig:
     # Conversations in flight. 32 vs 16, same rows (2 cores): 64 synth tasks harvested in 63 s vs 72 s, 100 test
     # tasks evaluated in 30 s vs 41 s; the loop's 600-task harvest 637 s (895 s at 16, another day).
     concurrency: int = 32
+    # Processes for the harvest and eval stages: 1 = this one; N > 1 = N local Ray workers (one CPU each, sharing
+    # `concurrency`). Not part of any run's identity: the same runs and rows either way (seeds decide the trees).
+    workers: int = 1
     seed: int = 0
 
 
@@ -125,8 +128,10 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
 
     def rollout_run(kind: str, agent: str, search: SearchConfig, split: str, limit: int | None,
                     task_ids: list[str] | None = None, name: str | None = None) -> str:
+        spread = cfg.workers > 1
         request = RunRequest(kind, agent, search, results=search.results, split=split, env=cfg.env, limit=limit,
-                             task_ids=task_ids, concurrency=cfg.concurrency, run_name=name)
+                             task_ids=task_ids, concurrency=-(-cfg.concurrency // cfg.workers), run_name=name,
+                             ray_address="" if spread else None, ray_workers=cfg.workers if spread else None)
         report, summary = launch.run(request, paths, console)
         # A stage with failed rollouts would train on or score an incomplete run: stop (exit 1); the loop run
         # again retries them and goes on.
