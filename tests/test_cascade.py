@@ -62,7 +62,7 @@ def _reference(query, prompt_kv, generated_k, generated_v, scale):
     """Plain softmax attention of each row over its prompt's K/V and its generated tokens."""
     rows, q_heads, _, dim = query.shape
     heads = generated_k.shape[1]
-    out = torch.empty((rows, 1, q_heads, dim))
+    out = torch.empty((rows, 1, q_heads, dim), dtype=query.dtype)
     for r in range(rows):
         k = torch.cat([prompt_kv[r][0], generated_k[r]], dim=1).repeat_interleave(q_heads // heads, dim=0)
         v = torch.cat([prompt_kv[r][1], generated_v[r]], dim=1).repeat_interleave(q_heads // heads, dim=0)
@@ -71,19 +71,21 @@ def _reference(query, prompt_kv, generated_k, generated_v, scale):
     return out
 
 
-@pytest.mark.parametrize("group", [1, 2])
-def test_cascade_attention_equals_attention_over_each_rows_whole_context(group):
+@pytest.mark.parametrize("group,dtype", [(1, torch.float32), (2, torch.float32), (2, torch.float64)])
+def test_cascade_attention_equals_attention_over_each_rows_whole_context(group, dtype):
+    """float32 on CPU runs the fused kernel; float64 the matmul path other devices and dtypes take."""
     base = list(range(3, 60))
     prompts = [base + [7, 8, 9], base + [7, 8, 9], base + [7, 5], base[:20] + [4] * 30, base + [7, 8, 9, 10, 11],
                [2] * 40]
     heads, dim, generated = 2, 8, 3
     kv, width = _flat_buffer(prompts, heads, dim, extra=8)
+    kv = kv.to(dtype)
     cascade = Cascade(kv, prompts, width, limit=8)
     stored = sum(len(seg) for bucket in cascade.buckets for seg in bucket.segments)
     assert stored < sum(map(len, prompts))  # shared tokens stored once
     gen = torch.Generator().manual_seed(1)
-    query = torch.randn((len(prompts), heads * group, 1, dim), generator=gen)
-    gk, gv = (torch.randn((len(prompts), heads, generated, dim), generator=gen) for _ in range(2))
+    query = torch.randn((len(prompts), heads * group, 1, dim), generator=gen, dtype=dtype)
+    gk, gv = (torch.randn((len(prompts), heads, generated, dim), generator=gen, dtype=dtype) for _ in range(2))
     prompt_kv = [kv[0, :, r, :, width - len(p):width] for r, p in enumerate(prompts)]
     got = cascade.attend(0, query, gk, gv, scale=1 / math.sqrt(dim))
     torch.testing.assert_close(got, _reference(query, prompt_kv, gk, gv, 1 / math.sqrt(dim)), atol=1e-5, rtol=1e-5)

@@ -219,7 +219,7 @@ class DecodeLoop:
 
     def __init__(self, model: Any, *, eos_ids: Sequence[int], pad_id: int, cache_tokens: int = 0,
                  block_size: int = 32, max_prefill_tokens: int = 16384, forward_cost_tokens: int = 256,
-                 share_prefix: bool = True):
+                 share_prefix: bool | None = None):
         self.model = model
         self.device = model.device
         params = inspect.signature(model.forward).parameters
@@ -232,7 +232,10 @@ class DecodeLoop:
         self.layout = probe_layout(model, self.cache_kw)
         self.prefix_cache = PrefixCache(cache_tokens if self.layout else 0, block_size)
         # Decode reads shared prompt tokens once (cascade.py) where the K/V is packed and the attention is one
-        # of transformers' registered ones; `share_prefix=False` keeps the flat buffer (benchmarks, tests).
+        # of transformers' registered ones. None: on CPU, where it was measured (docs/scaling.md); on a GPU the
+        # flat buffer, unless True (its kernels are the matmul path, correct but not yet timed there).
+        if share_prefix is None:
+            share_prefix = self.device.type == "cpu"
         self.shared = self.layout is not None and share_prefix and cascade.install(model)
         self.stats = LoopStats()  # replaced by the caller's counters in `run`
 

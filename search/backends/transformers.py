@@ -52,15 +52,15 @@ class TransformersBackend:
     `chat_template` replaces the tokenizer's own (the caller's choice, e.g. ChatML with tools for a ChatML model
     whose template ignores them). `prefix_cache_tokens`: tokens of K/V the prefix cache keeps (None: what
     `CPU_CACHE_BYTES` hold on CPU, `GPU_CACHE_SHARE` of the free memory on a GPU; 0: no reuse, every prompt is
-    prefilled in full). `share_prefix=False`: decode reads every row's whole context from a flat buffer instead
-    of shared prompt tokens once (`search/backends/cascade.py`; for comparisons).
+    prefilled in full). `share_prefix`: decode reads shared prompt tokens once (`search/backends/cascade.py`);
+    None = on CPU only (measured there), False = every row's whole context from a flat buffer (comparisons).
     """
 
     batched = True  # concurrent requests share batches: JOSH requests calls ahead (search/ahead.py)
 
     def __init__(self, model: str | os.PathLike, *, device: str = "auto", dtype: str | torch.dtype = "auto",
                  max_batch: int = 16, max_context: int | None = None, prefix_cache_tokens: int | None = None,
-                 chat_template: str | None = None, share_prefix: bool = True):
+                 chat_template: str | None = None, share_prefix: bool | None = None):
         self.name = str(model)
         where, gguf = _location(self.name)
         try:
