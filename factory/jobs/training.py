@@ -215,11 +215,16 @@ def _fit(method: str, dataset: Any, model: str, out_dir: Path, recipe: Any, seed
          trainer_kwargs: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Run the method's trainer under a rich progress bar."""
     import datasets
+    import torch
     import transformers
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from search.backends import allocator
+
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+    if not torch.cuda.is_available():  # as decoding: a step's freed tensors reused, not unmapped and faulted in again
+        allocator.tune()
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
     progress = LogProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
