@@ -37,7 +37,7 @@ def test_every_prompt_token_lies_in_exactly_one_segment_of_identical_tokens(prom
 @settings(max_examples=200, deadline=None)
 def test_distinct_tokens_is_the_size_of_the_prefix_tree(prompts):
     nodes = {tuple(p[:k]) for p in prompts for k in range(1, len(p) + 1)}
-    assert distinct_tokens(prompts) == len(nodes)
+    assert distinct_tokens(prompts) == plan(prompts).distinct == len(nodes)
     # Without a minimum length, the segments are that tree: each distinct token stored once.
     assert sum(len(s) for s in plan_segments(prompts)) == len(nodes)
 

@@ -62,11 +62,13 @@ def distinct_tokens(prompts: Sequence[Sequence[int]]) -> int:
     return sum(len(p) for p in prompts) - sum(lcp)
 
 
-def plan_segments(prompts: Sequence[Sequence[int]], min_shared: int = 0) -> list[Segment]:
+def plan_segments(prompts: Sequence[Sequence[int]], min_shared: int = 0,
+                  prefixes: tuple[list[int], list[int]] | None = None) -> list[Segment]:
     """The prefix tree of `prompts` as segments: every token of every prompt lies in exactly one segment
     holding that prompt's row. A shared run shorter than `min_shared` tokens is not a segment of its own: its
-    tokens go to each of its children (a segment costs a kernel's fixed work per head)."""
-    order, lcp = common_prefixes(prompts)
+    tokens go to each of its children (a segment costs a kernel's fixed work per head). `prefixes`:
+    `common_prefixes(prompts)`, when the caller has it."""
+    order, lcp = prefixes or common_prefixes(prompts)
     lengths = [len(prompts[i]) for i in order]
     segments: list[Segment] = []
     stack = [(0, len(order), 0)] if order else []  # rows order[lo:hi] share their first `depth` tokens
@@ -119,6 +121,7 @@ class Plan:
     buckets: list[list[int]]
     cost: float
     flat_cost: float
+    distinct: int  # tokens of the prompts' prefix tree (`distinct_tokens`)
 
     @property
     def pays(self) -> bool:
@@ -127,11 +130,12 @@ class Plan:
 
 def plan(prompts: Sequence[Sequence[int]]) -> Plan:
     """The segments and buckets of `prompts`; each row also pays a kernel task of its own generated tokens."""
-    segments = plan_segments(prompts, MIN_SHARED)
+    prefixes = common_prefixes(prompts)
+    segments = plan_segments(prompts, MIN_SHARED, prefixes)
     buckets, cost = plan_buckets(segments)
-    rows = len(prompts)
+    rows, tokens = len(prompts), sum(len(p) for p in prompts)
     flat = rows * max((len(p) for p in prompts), default=0) * (1 + QUERY_COST)
-    return Plan(segments, buckets, cost + rows * ROW_COST_TOKENS, flat)
+    return Plan(segments, buckets, cost + rows * ROW_COST_TOKENS, flat, tokens - sum(prefixes[1]))
 
 
 @dataclass
@@ -146,20 +150,20 @@ class Cascade:
     """The K/V of one decode run in shared form: prompt segments once, each row's generated tokens apart."""
 
     def __init__(self, kv: torch.Tensor, prompts: Sequence[Sequence[int]], width: int, limit: int,
-                 layout: Plan | None = None):
+                 planned: Plan | None = None):
         """`kv`: the prefilled flat buffer `[layers, 2, rows, heads, columns, dim]`, row r's prompt right-aligned
-        to end at column `width`; `limit`: the most tokens a row generates; `layout`: `plan(prompts)`."""
+        to end at column `width`; `limit`: the most tokens a row generates; `planned`: `plan(prompts)`."""
         layers, _, rows, heads, _, dim = kv.shape
         self.prompts = [list(p) for p in prompts]
         self.rows, self.heads = rows, heads
-        layout = layout or plan(self.prompts)
-        segments = layout.segments
+        planned = planned or plan(self.prompts)
+        segments = planned.segments
         self.path: list[list[Segment]] = [[] for _ in range(rows)]  # each batch row's segments
         for seg in segments:
             for r in seg.rows:
                 self.path[r].append(seg)
         self.buckets = []
-        for members in layout.buckets:
+        for members in planned.buckets:
             segs = [segments[s] for s in members]
             length, slots = max(len(s) for s in segs), max(len(s.rows) for s in segs)
             store = kv.new_empty((layers, 2, len(segs), heads, length, dim))

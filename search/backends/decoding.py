@@ -343,13 +343,13 @@ class DecodeLoop:
         sampler = Sampler(rows, logits.shape[-1], self.device)
         live = list(range(len(rows)))  # current row -> index in `rows`
         fed = [0] * len(rows)  # generated tokens of each row whose K/V are in the buffer
+        prompts = [r.ids for r in rows]
         layout: FlatKV | SharedKV = FlatKV(kv, hf_cache, mask, lens, width)
-        if kv is not None and self.shared:  # when reading shared prompt tokens once pays for its extra kernels
-            shape = cascade.plan([r.ids for r in rows])
-            if shape.pays:
-                layout = SharedKV(Cascade(kv, [r.ids for r in rows], width, max(r.limit for r in rows), shape), lens)
-                self.stats.shared_runs += 1
-        floor = distinct_tokens([r.ids for r in rows])  # the live rows' prompts' prefix tree
+        planned = cascade.plan(prompts) if kv is not None and self.shared else None
+        if planned is not None and planned.pays:  # reading shared prompt tokens once pays for its extra kernels
+            layout = SharedKV(Cascade(kv, prompts, width, max(r.limit for r in rows), planned), lens)
+            self.stats.shared_runs += 1
+        floor = planned.distinct if planned else distinct_tokens(prompts)  # the live rows' prompts' prefix tree
         steps = 0
         while True:
             t0 = time.perf_counter()
