@@ -12,6 +12,7 @@ import dataclasses
 import json
 import shutil
 
+import duckdb
 import pytest
 from transformers import AutoModelForCausalLM
 
@@ -220,3 +221,65 @@ def test_loop_workers_run_the_rollout_stages_in_ray_processes_with_the_same_runs
     assert outcome["1"] == outcome["2"] and len(outcome["2"][0]) == 6  # eval M0, harvest, control: 2 tasks each
     retail = run("loop", "--env", "retail", "--workers", "2", "-w", str(tmp_path / "1" / "warehouse.duckdb"))
     assert retail.returncode == 2 and "--workers" in one_line_error(retail)
+
+
+def test_loop_rft_baseline_samples_at_josh_compute_and_trains_on_the_successful_samples(model_dir, wh, tmp_path):
+    """--baseline rft: K beam-1 runs of the harvest tasks (the control is the first; K = JOSH's generated tokens /
+    the control's, measured), a baseline without successful samples reported and not trained, then (samples marked
+    as a successful harvest would have left them) M0^rft trained with M1's steps on `sft` and KTO on
+    `kto_samples`, evaluated, and compared with M1."""
+    out = tmp_path / "loop"
+    args = ["loop", "--model", str(model_dir), "--out", str(out), *SMALL, "--baseline", "rft", "-w", str(wh)]
+    first = run(*args)
+    assert first.returncode == 2 and "M1 has no training rows" in one_line_error(first)
+    harvest = query(wh, "SELECT run_id FROM runs WHERE beam = 2")[0][0]
+    mark_deepest_golden(wh, harvest)
+
+    empty = run(*args, "--json")
+    assert empty.returncode == 0, empty.stderr[-3000:]
+    assert "rejection sampling found no training rows" in " ".join(empty.stderr.split()), empty.stderr[-3000:]
+    result = json.loads(empty.stdout)
+    rft = result["iterations"][0]["data"]["RFT"]
+    tokens = dict(query(wh, "SELECT run_id, sum(completion_tokens) FROM rollouts GROUP BY run_id"))
+    control = result["runs"]["control M0"]
+    assert rft["samples_per_task"] == max(1, round(tokens[harvest] / tokens[control]))
+    assert rft["runs"][0] == control and len(rft["runs"]) == rft["samples_per_task"]
+    assert query(wh, "SELECT seed, count(*) FROM runs JOIN rollouts USING (run_id) WHERE list_contains(?, run_id) "
+                     "GROUP BY seed ORDER BY seed", [rft["runs"]]) == [(s, 2) for s in range(len(rft["runs"]))]
+    assert rft["generated_tokens"] == sum(tokens[r] for r in rft["runs"]) and rft["sft_rows"] == 0
+    assert "M0^rft" not in result["scores"] and set(result["comparisons"]) == {"M1 - M0", "M1 - M0'"}
+    josh = result["iterations"][0]["data"]["JOSH"]
+    assert (josh["generated_tokens"], josh["sft_rows"]) == (tokens[harvest], 2)
+    assert josh["sft_rows_per_1000_tokens"] == round(2000 / tokens[harvest], 4)
+
+    # Every sample succeeds but one rollout per run: those are KTO's negatives.
+    for run_id in rft["runs"]:
+        mark_deepest_golden(wh, run_id)
+    con = duckdb.connect(str(wh))
+    con.execute("UPDATE rollouts SET reward = 0 WHERE rollout_id IN (SELECT min(rollout_id) FROM rollouts "
+                "WHERE list_contains($runs, run_id) GROUP BY run_id)", {"runs": rft["runs"]})
+    con.close()
+    done = run(*args, "--kto-steps", "1", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    looped = json.loads(done.stdout)
+    trained = looped["training"]["M0^rft"]
+    assert (trained["view"], trained["steps"], trained["rows"]) == ("sft", looped["training"]["M1"]["steps"],
+                                                                     len(rft["runs"]))
+    kto = looped["training"]["M0^rft (kto)"]
+    assert kto["view"] == "kto_samples" and looped["models"]["M0^rft"] == str(out / "m0-rft-kto")
+    con = duckdb.connect(str(wh), read_only=True)
+    con.execute("SET VARIABLE min_reward = 0.01")
+    labels: dict[bool, int] = {}
+    for run_id in rft["runs"]:  # as the trainer reads it: one run at a time
+        con.execute("SET VARIABLE run_id = $run", {"run": run_id})
+        for label, n in con.execute("SELECT label, count(*) FROM kto_samples GROUP BY label").fetchall():
+            labels[label] = labels.get(label, 0) + n
+    con.close()
+    assert labels[True] > 0 and labels[False] > 0 and sum(labels.values()) == kto["rows"]
+    assert looped["runs"]["eval M0^rft"] == f"eval-{kto['run_id']}"
+    assert set(looped["iterations"][0]["comparisons"]) == {"M1 - M0", "M1 - M0'", "M1 - M0^rft"}
+    data = looped["iterations"][0]["data"]["RFT"]
+    assert data["sft_rows"] == len(rft["runs"]) and data["kto_rows"] == kto["rows"]
+    table = run(*args, "--kto-steps", "1")
+    assert "training data per generated token" in table.stdout and "M1 - M0^rft" in table.stdout, table.stdout
+    assert f"M0^rft: {len(rft['runs'])} samples per task" in " ".join(table.stderr.split())

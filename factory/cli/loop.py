@@ -19,7 +19,7 @@ from factory.cli.options import (
     taubench_option,
     warehouse_option,
 )
-from factory.jobs.loop import LOOP_HARVEST, LoopConfig, LoopResult, run_loop
+from factory.jobs.loop import BASELINES, LOOP_HARVEST, LoopConfig, LoopResult, run_loop
 from factory.output import err, out, print_json
 from train.recipes import LOSSES
 
@@ -71,6 +71,11 @@ HARVEST_SPLITS = {"toolwoz": DEFAULTS.harvest_split, "retail": "train"}  # split
 @click.option("--workers", type=click.IntRange(min=1), default=DEFAULTS.workers, show_default=True,
               help="Processes the harvest and eval stages run in: 1 = this one; N > 1 = N local Ray workers of one "
                    "CPU each, sharing --concurrency (ToolWOZ; the same runs and rows either way).")
+@click.option("--baseline", type=click.Choice(BASELINES), default=None,
+              help="Also train each iteration's rival at JOSH's compute: `rft` (rejection sampling) samples K "
+                   "independent beam-1 conversations per harvest task (K = JOSH's generated tokens / one sample's), "
+                   "trains M_k^rft on the successful ones (same SFT steps, averaging and KTO, the failed samples as "
+                   "negatives) and reports M_k+1 - M_k^rft.")
 @search_option("seed", LOOP_HARVEST, type=int)
 @env_option
 @multiwoz_option
@@ -79,12 +84,13 @@ HARVEST_SPLITS = {"toolwoz": DEFAULTS.harvest_split, "retail": "train"}  # split
 @json_option
 def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_split, beam, temperature, max_turns,
          max_new_tokens, results, sft_epochs, sft_steps, sft_loss, wise_ft, kto_steps, learning_rate, min_reward,
-         concurrency, workers, seed, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
+         concurrency, workers, baseline, seed, env, multiwoz, taubench_path, warehouse_path, as_json) -> None:
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests (--harvest-split) with JOSH,
     and is fine-tuned on its golden paths, then given --kto-steps of KTO on golden vs failed siblings (M1); the
     control M0' gets the same SFT steps on M0's own unfiltered beam-1 rollouts of the same tasks. With --iterations
     K, M1 then harvests the next tasks and becomes M2
-    (against M1'), and so on. Prints Average Reward and 100% Success of every model on the same test
+    (against M1'), and so on. With --baseline rft every iteration also trains M_k^rft on rejection sampling at
+    JOSH's generated tokens (independent samples, the successful ones kept) and reports M_k+1 - M_k^rft. Prints Average Reward and 100% Success of every model on the same test
     tasks with paired-bootstrap intervals for M_k+1 - M_k and M_k+1 - M_k', and each stage's wall time; writes
     loop.json and loop.png. Every rollout stage is a warehouse run: running the loop again resumes them.
 
@@ -98,6 +104,7 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
         factory loop --eval-tasks 100 --harvest-tasks 200 --out models/loop-small
         factory loop --iterations 2                           # M1 harvests the next 600 synth tasks -> M2
         factory loop --workers 2                              # both cores: rollouts in two processes
+        factory loop --iterations 3 --baseline rft            # M1..M3, each against rejection sampling
         factory loop --agent Qwen/Qwen3-0.6B --max-new-tokens 512   # on a GPU
         factory loop --env retail --agent Qwen/Qwen3-0.6B --harvest-tasks 500   # τ-bench retail, on a GPU
     """
@@ -118,7 +125,7 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
                      sft_epochs=sft_epochs, sft_steps=sft_steps, sft_loss=sft_loss, wise_ft=wise_ft,
                      kto_steps=kto_steps,
                      learning_rate=learning_rate, min_reward=min_reward, concurrency=concurrency, workers=workers,
-                     seed=seed)
+                     seed=seed, baseline=baseline)
     result = run_loop(cfg, warehouse_path, multiwoz, err, taubench_path)
     if as_json:
         print_json(result.__dict__)
@@ -153,6 +160,17 @@ def print_result(result: LoopResult, loop_json: Path) -> None:
         times.add_row(stage, f"{seconds:.1f}")
     times.add_row("total", f"{sum(result.seconds.values()):.1f}")
     out.print(times)
+    data = Table(title="training data per generated token (SFT rows: golden paths / successful samples)",
+                 title_justify="left")
+    for col in ("iteration", "method", "generated tokens", "SFT rows", "per 1000 tokens", "KTO rows"):
+        data.add_column(col, justify="left" if col in ("iteration", "method") else "right")
+    for it in result.iterations:
+        for method, d in it["data"].items():
+            per = d["sft_rows_per_1000_tokens"]
+            label = method if method == "JOSH" else f"{method} ({d['samples_per_task']} per task)"
+            data.add_row(it["label"], label, f"{d['generated_tokens']:,}", str(d["sft_rows"]),
+                         "-" if per is None else f"{per:.3f}", "-" if d["kto_rows"] is None else str(d["kto_rows"]))
+    out.print(data)
     for name, t in result.training.items():
         out.print(f"{name}: {t['method'].upper()} on {t['rows']} rows of view {t['view']}, {t['steps']} steps, "
                   f"final loss {t['final_loss']:.4f}")

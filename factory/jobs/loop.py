@@ -8,6 +8,11 @@
                                                                              (and the same averaging)
       -> eval M_k+1 and M_k' on the same `test` tasks
       -> paired bootstrap: M_k+1 - M_k and M_k+1 - M_k'
+    With `--baseline rft`, each iteration also trains rejection sampling's model at JOSH's compute:
+      -> K independent beam-1 samples per harvest task (the control's run is the first; K = JOSH's generated
+         tokens / the control's, measured in the warehouse)      -> M_k^rft = M_k + the same SFT steps on the
+         samples that reached min_reward (`sft`), then KTO with the failed samples as negatives (`kto_samples`)
+      -> eval M_k^rft; paired bootstrap M_k+1 - M_k^rft; training rows per 1000 generated tokens of both
 
 Only M_k+1 - M_k' > 0 says that JOSH's selection, not extra training, helped. Each iteration harvests *fresh*
 tasks: M_k+1 has already imitated its golden paths on the earlier ones, so harvesting them again
@@ -86,6 +91,16 @@ class LoopConfig:
     # `concurrency`). Not part of any run's identity: the same runs and rows either way (seeds decide the trees).
     workers: int = 1
     seed: int = 0
+    # "rft": each iteration also trains M_k^rft on rejection sampling at JOSH's compute (module docstring). None: no
+    # baseline but the control.
+    baseline: str | None = None
+
+
+BASELINES = ("rft",)
+
+
+class NoTrainingRows(UserError):
+    """A model of the loop has no rows to train on (no rollout reached min_reward)."""
 
 
 @dataclass
@@ -99,7 +114,9 @@ class LoopResult:
     training: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> train summary
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "M1 - M0" -> paired bootstrap
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
-    iterations: list[dict[str, Any]] = field(default_factory=list)  # {label, harvest_tasks, scores, comparisons}
+    # {label, harvest_tasks, scores, comparisons, data}; data: per method (JOSH, RFT) the generated tokens, the SFT
+    # and KTO rows and SFT rows per 1000 generated tokens
+    iterations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _names(k: int) -> tuple[str, str, str]:
@@ -107,9 +124,14 @@ def _names(k: int) -> tuple[str, str, str]:
     return f"M{k}", f"M{k}'", f"M{k + 1}"
 
 
+def _rft_name(k: int) -> str:
+    """Iteration k's rejection-sampling model, trained from M_k."""
+    return f"M{k}^rft"
+
+
 def _folder(name: str) -> str:
-    """M1 -> m1, M0' -> m0-control (the names of a one-iteration loop since the start)."""
-    return name.lower().replace("'", "-control")
+    """M1 -> m1, M0' -> m0-control (the names of a one-iteration loop since the start), M0^rft -> m0-rft."""
+    return name.lower().replace("'", "-control").replace("^", "-")
 
 
 def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, console: Console,
@@ -164,22 +186,33 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
             "harvest", agent, control, cfg.harvest_split, None if tag else cfg.harvest_tasks, tasks,
             name=tag and f"control-{tag}"))
         _train_iteration(cfg, result, k, agent, warehouse_path, stage)
+        data = {"JOSH": _data(warehouse_path, [result.runs[f"harvest {start}"]], result.training[nxt],
+                              result.training.get(f"{nxt} (kto)"))}
+        trained = [nxt, ctrl]
+        if cfg.baseline == "rft":
+            def sample(j: int) -> str:
+                return rollout_run("harvest", agent, dataclasses.replace(control, seed=cfg.seed + j),
+                                   cfg.harvest_split, None if tag else cfg.harvest_tasks, tasks,
+                                   name=tag and f"rft{j}-{tag}")
+            data["RFT"] = _rft_baseline(cfg, result, k, agent, sample, warehouse_path, stage)
+            trained += [_rft_name(k)] if _rft_name(k) in result.models else []
         # A trained model's folder is reused by the next loop, so its eval run is named after the training run:
         # a retrained model never resumes the evaluation of the one it replaced.
-        for name in (nxt, ctrl):
+        for name in trained:
             run_name = f"eval-{_made(result, name)}"
             result.runs[f"eval {name}"] = stage(f"eval {name}", lambda name=name, run_name=run_name: rollout_run(
                 "eval", result.models[name], evaluate, "test", cfg.eval_tasks, name=run_name))
-        for name in (start, ctrl, nxt):
+        for name in (start, *trained):
             result.scores[name] = runs.run_summary("eval_summary", warehouse_path, result.runs[f"eval {name}"])
-        for other in (start, ctrl):
+        for other in (start, *trained[1:]):
             result.comparisons[f"{nxt} - {other}"] = runs.compare(
                 warehouse_path, result.runs[f"eval {nxt}"], result.runs[f"eval {other}"], seed=cfg.seed)
         first = k * cfg.harvest_tasks
         result.iterations.append({
             "label": f"iteration {k + 1}", "harvest_tasks": [first, first + cfg.harvest_tasks - 1],
-            "scores": {n: result.scores[n] for n in (start, ctrl, nxt)},
-            "comparisons": {c: result.comparisons[c] for c in (f"{nxt} - {start}", f"{nxt} - {ctrl}")}})
+            "scores": {n: result.scores[n] for n in (start, *trained)},
+            "comparisons": {c: result.comparisons[c] for c in (f"{nxt} - {o}" for o in (start, *trained[1:]))},
+            "data": data})
     _write(cfg.out, result)
     return result
 
@@ -200,13 +233,10 @@ def _harvest_slices(cfg: LoopConfig, warehouse_path: str) -> list[list[str] | No
 def _train_iteration(cfg: LoopConfig, result: LoopResult, k: int, agent: str, warehouse_path: str,
                      stage: Callable[[str, Callable[[], Any]], Any]) -> None:
     """M_k+1 = M_k + SFT (and KTO) on the harvest; M_k' = M_k + as many SFT steps on the unfiltered control."""
-    from train.recipes import get
-
     start, ctrl, nxt = _names(k)
     # M_k+1 trains for `sft_epochs` over its golden paths (however many the harvest gave); M_k' then gets exactly
     # as many optimizer steps, so the two differ only in which rollouts they learn from.
-    recipe = dataclasses.replace(get("cpu", "sft"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.sft_epochs,
-                                 max_steps=cfg.sft_steps or -1, loss=cfg.sft_loss, wise_ft=cfg.wise_ft)
+    recipe = _sft_recipe(cfg)
     trainings = {nxt: ("sft", _folder(nxt), result.runs[f"harvest {start}"], cfg.min_reward),
                  ctrl: ("sft_unfiltered", _folder(ctrl), result.runs[f"control {start}"], 0.0)}
     for name, (view, folder, run_id, min_reward) in trainings.items():
@@ -217,13 +247,72 @@ def _train_iteration(cfg: LoopConfig, result: LoopResult, k: int, agent: str, wa
         result.models[name] = str(job.out_dir)
         recipe = dataclasses.replace(recipe, max_steps=result.training[nxt]["steps"])
     if cfg.kto_steps:
-        kto = dataclasses.replace(get("cpu", "kto"), max_steps=cfg.kto_steps)
-        job = TrainJob(method="kto", recipe=kto, out_dir=cfg.out / f"{_folder(nxt)}-kto",
-                       warehouse_path=warehouse_path, model=result.models[nxt],
-                       run_ids=(result.runs[f"harvest {start}"],), view_params={"min_reward": cfg.min_reward},
-                       seed=cfg.seed, force=True)
-        result.training[f"{nxt} (kto)"] = stage(f"train {nxt} (kto)", lambda: _train(job, f"{nxt} (kto)"))
-        result.models[nxt] = str(job.out_dir)
+        _train_kto(cfg, result, nxt, "kto", (result.runs[f"harvest {start}"],), warehouse_path, stage)
+
+
+def _sft_recipe(cfg: LoopConfig) -> Any:
+    """The SFT recipe of M_k+1 (its step count: `sft_epochs` over its rows, or `sft_steps`)."""
+    from train.recipes import get
+
+    return dataclasses.replace(get("cpu", "sft"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.sft_epochs,
+                               max_steps=cfg.sft_steps or -1, loss=cfg.sft_loss, wise_ft=cfg.wise_ft)
+
+
+def _train_kto(cfg: LoopConfig, result: LoopResult, name: str, view: str, run_ids: tuple[str, ...],
+               warehouse_path: str, stage: Callable[[str, Callable[[], Any]], Any]) -> None:
+    """`kto_steps` of KTO for model `name` (after its SFT) on `view` of `run_ids`; the KTO model replaces it."""
+    from train.recipes import get
+
+    kto = dataclasses.replace(get("cpu", "kto"), max_steps=cfg.kto_steps)
+    job = TrainJob(method="kto", recipe=kto, out_dir=cfg.out / f"{_folder(name)}-kto", warehouse_path=warehouse_path,
+                   model=result.models[name], view=view, run_ids=run_ids,
+                   view_params={"min_reward": cfg.min_reward}, seed=cfg.seed, force=True)
+    result.training[f"{name} (kto)"] = stage(f"train {name} (kto)", lambda: _train(job, f"{name} (kto)"))
+    result.models[name] = str(job.out_dir)
+
+
+def _rft_baseline(cfg: LoopConfig, result: LoopResult, k: int, agent: str, sample: Callable[[int], str],
+                  warehouse_path: str, stage: Callable[[str, Callable[[], Any]], Any]) -> dict[str, Any]:
+    """Rejection sampling at JOSH's compute: M_k samples K conversations per harvest task (beam 1, the harvest's
+    temperature, seeds seed .. seed + K - 1; the control run is the first), with K = JOSH's generated tokens / the
+    control's, rounded; M_k^rft = M_k + M_k+1's SFT steps on the samples that reached min_reward, then KTO with the
+    failed samples as negatives. A baseline that finds no rows is reported, not trained. Returns its data record."""
+    start, _, nxt = _names(k)
+    name = _rft_name(k)
+    first = result.runs[f"control {start}"]
+    josh = runs.generated_tokens(warehouse_path, result.runs[f"harvest {start}"])
+    per_sample = runs.generated_tokens(warehouse_path, first)
+    samples = max(1, round(josh / max(per_sample, 1)))
+    run_ids = [first]
+    for j in range(1, samples):
+        run_ids.append(stage(f"rft samples {start} ({j + 1} of {samples})", lambda j=j: sample(j)))
+        result.runs[f"rft samples {start} ({j + 1})"] = run_ids[-1]
+    recipe = dataclasses.replace(_sft_recipe(cfg), max_steps=result.training[nxt]["steps"])
+    job = TrainJob(method="sft", recipe=recipe, out_dir=cfg.out / _folder(name), warehouse_path=warehouse_path,
+                   model=agent, view="sft", run_ids=tuple(run_ids), view_params={"min_reward": cfg.min_reward},
+                   seed=cfg.seed, force=True)
+    try:
+        result.training[name] = stage(f"train {name}", lambda: _train(job, name))
+    except NoTrainingRows:
+        err.print(f"[yellow]{name}: none of M{k}'s {samples} samples per task reached reward {cfg.min_reward}: "
+                  "rejection sampling found no training rows (not trained)[/yellow]")
+        return {**_data(warehouse_path, run_ids, None, None), "samples_per_task": samples}
+    result.models[name] = str(job.out_dir)
+    if cfg.kto_steps:
+        _train_kto(cfg, result, name, "kto_samples", tuple(run_ids), warehouse_path, stage)
+    data = _data(warehouse_path, run_ids, result.training[name], result.training.get(f"{name} (kto)"))
+    err.print(f"{name}: {samples} samples per task, {data['generated_tokens']:,} generated tokens "
+              f"({data['generated_tokens'] / max(josh, 1):.2f}x JOSH's {josh:,})")
+    return {**data, "samples_per_task": samples}
+
+
+def _data(warehouse_path: str, run_ids: list[str], sft: dict[str, Any] | None,
+          kto: dict[str, Any] | None) -> dict[str, Any]:
+    """What a harvest cost and found: generated tokens, SFT and KTO rows, SFT rows per 1000 generated tokens."""
+    tokens = sum(runs.generated_tokens(warehouse_path, r) for r in run_ids)
+    rows = sft["rows"] if sft else 0
+    return {"runs": run_ids, "generated_tokens": tokens, "sft_rows": rows, "kto_rows": kto["rows"] if kto else None,
+            "sft_rows_per_1000_tokens": round(1000 * rows / tokens, 4) if tokens else None}
 
 
 def _made(result: LoopResult, name: str) -> str:
@@ -251,7 +340,7 @@ def _train(job: TrainJob, name: str) -> dict[str, Any]:
         if not str(e).startswith("no rows"):
             raise
         run = job.run_ids[0]
-        raise UserError(f"{name} has no training rows: no rollout of run {run} reached reward "
+        raise NoTrainingRows(f"{name} has no training rows: no rollout of run {run} reached reward "
                         f"{job.view_params['min_reward']} (`factory sql \"select * from harvest_summary\"`); use a "
                         "stronger M0, a larger --beam or more --harvest-tasks (finished runs are kept: the loop "
                         "resumes)") from None

@@ -225,3 +225,9 @@ def split_task_ids(warehouse_path: str, split: str, env: str = "toolwoz") -> lis
                                               {"env": env, "split": split}).fetchall()]
         warehouse.require_toolwoz(con, warehouse_path)
         return [r[0] for r in con.execute(sql.load("queries/split_task_ids"), {"split": split}).fetchall()]
+
+
+def generated_tokens(warehouse_path: str, run_id: str) -> int:
+    """Tokens the run's finished rollouts generated, over every branch: what its data cost to sample."""
+    with warehouse.opened(warehouse_path, read_only=True) as con:
+        return int(con.execute(sql.load("queries/generated_tokens"), {"run_id": run_id}).fetchone()[0])
