@@ -219,6 +219,9 @@ def test_loop_workers_run_the_rollout_stages_in_ray_processes_with_the_same_runs
         assert ("2 Ray workers" in stopped.stderr) == (workers == "2"), stopped.stderr[-2000:]
         outcome[workers] = [query(wh, sql) for sql in rows]
     assert outcome["1"] == outcome["2"] and len(outcome["2"][0]) == 6  # eval M0, harvest, control: 2 tasks each
+    again = run("loop", "--model", str(model_dir), "--out", str(tmp_path / "2" / "loop"), *SMALL, "--workers", "2",
+                "-w", str(tmp_path / "2" / "warehouse.duckdb"))
+    assert "nothing left to run" in again.stderr and "0/0" not in again.stderr, again.stderr[-2000:]
     retail = run("loop", "--env", "retail", "--workers", "2", "-w", str(tmp_path / "1" / "warehouse.duckdb"))
     assert retail.returncode == 2 and "--workers" in one_line_error(retail)
 

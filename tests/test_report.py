@@ -15,6 +15,7 @@ from factory.present import plots
 from factory.store import runs as run_lib
 from tests import browser
 from tests.conftest import one_line_error, query, run
+from toolwoz.rewards import paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "warehouse.duckdb.example"
@@ -161,9 +162,15 @@ def test_loop_report_rereads_scores_and_intervals(runs, tmp_path):
     evals = {m: ids[m] for m in ("M0", "M0'", "M1")}
     # the shape factory/jobs/loop.py writes (LoopResult), from the functions the loop uses
     loop = {"config": {"seed": 0}, "runs": {f"eval {m}": r for m, r in evals.items()},
-            "scores": {m: run_lib.run_summary("eval_summary", str(wh), r) for m, r in evals.items()},
+            "scores": {m: run_lib.scored(str(wh), r) for m, r in evals.items()},
             "comparisons": {f"M1 - {o}": run_lib.compare(str(wh), evals["M1"], evals[o], seed=0)
                             for o in ("M0", "M0'")}}
+    for m, score in loop["scores"].items():  # each model's own interval: a bootstrap of its per-task rewards
+        rewards = [r for (r,) in query(wh, "select avg(reward) from rollouts where run_id = ? group by task_id "
+                                           "order by task_id", [evals[m]])]
+        alone = paired_bootstrap(rewards, [0.0] * len(rewards))
+        assert (score["reward_low"], score["reward_high"]) == (alone["low"], alone["high"])
+        assert score["reward_low"] <= score["average_reward"] <= score["reward_high"]
     loop_dir = tmp_path / "loop"
     loop_dir.mkdir()
     (loop_dir / "loop.json").write_text(json.dumps(loop, default=str))
@@ -254,9 +261,15 @@ def test_plot_loop_draws_todays_loop_json_and_iterations(tmp_path):
                              "M1 - M0'": comparison}}
     assert [it["label"] for it in plots.loop_iterations(today)] == ["iteration 1"]
     later = {"iterations": [today, {"scores": {"M1": {"average_reward": 0.0167}, "M2": {"average_reward": 0.03},
-                                               "M1'": {"average_reward": 0.02}},
-                                    "comparisons": {"M2 - M1": comparison, "M2 - M1'": comparison}}]}
-    assert [len(it["comparisons"]) for it in plots.loop_iterations(later)] == [2, 2]
+                                               "M1'": {"average_reward": 0.02},
+                                               "M1^rft": {"average_reward": 0.025, "reward_low": 0.01,
+                                                          "reward_high": 0.04}},
+                                    "comparisons": {"M2 - M1": comparison, "M2 - M1'": comparison,
+                                                    "M2 - M1^rft": comparison}}]}
+    assert [len(it["comparisons"]) for it in plots.loop_iterations(later)] == [2, 3]
+    chain, rivals = plots._chain(plots.loop_iterations(later))
+    assert [name for name, _ in chain] == ["M0", "M1", "M2"]  # the curve; each rival beside the model it rivals
+    assert [(x, name) for x, name, _ in rivals] == [(1, "M0'"), (2, "M1'"), (2, "M1^rft")]
     for name, loop in {"today": today, "later": later}.items():
         png = plots.plot_loop(loop, tmp_path / f"{name}.png")
         assert png.stat().st_size > 10_000 and browser.pixel_stddev(png) > 5

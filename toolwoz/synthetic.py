@@ -18,7 +18,8 @@ from toolwoz.schemas import DAYS, UID_KEY
 from toolwoz.tasks import GoalEntry
 
 SPLIT = "synth"
-DEFAULT_COUNT = 2000
+DEFAULT_COUNT = 2000  # room for `factory loop --iterations 3` at 600 harvest tasks each
+DEFAULT_SEED = 0  # what `factory toolwoz build` samples with (recorded in the loop's loop.json)
 PREFIX = "SYN"
 # Per-task domain frequencies on val (793 goals): train 0.61, restaurant 0.43, hotel 0.40, attraction 0.37;
 # 82% of goals have two domains.
@@ -155,7 +156,7 @@ def _message(domain: str, g: Mapping[str, Any]) -> list[str]:
 
 
 def goal_entries(dbs: Mapping[str, Sequence[Mapping[str, Any]]], count: int = DEFAULT_COUNT,
-                 seed: int = 0) -> list[GoalEntry]:
+                 seed: int = DEFAULT_SEED) -> list[GoalEntry]:
     """The `synth` split's goals, ready for `tasks.tasks_from_goals`."""
     return [GoalEntry(task_id, SPLIT, [SPLIT], goal,
                       {d: {"book": {"booked": [record]}} for d, record in booked.items()})
@@ -163,7 +164,7 @@ def goal_entries(dbs: Mapping[str, Sequence[Mapping[str, Any]]], count: int = DE
 
 
 def sample_goals(dbs: Mapping[str, Sequence[Mapping[str, Any]]], count: int = DEFAULT_COUNT,
-                 seed: int = 0) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+                 seed: int = DEFAULT_SEED) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """`count` (task_id, goal, booked) triples, ids `SYN00000.json` ... ; deterministic for `seed`."""
     sampler = GoalSampler(dbs, seed)
     return [(f"{PREFIX}{i:05d}.json", *sampler.goal()) for i in range(count)]

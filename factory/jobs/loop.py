@@ -41,6 +41,7 @@ from factory.jobs.training import FACTORY_JSON, TrainJob, resolve_model, train_m
 from factory.output import err
 from factory.store import runs
 from search.josh import EVALUATION, HARVEST, SearchConfig
+from toolwoz import synthetic
 
 T = TypeVar("T")
 
@@ -138,6 +139,8 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
              taubench_path: str | None = None) -> LoopResult:
     """Run (or resume) every stage; returns the result and writes `cfg.out / loop.json` and `loop.png`."""
     result = LoopResult(config={k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()})
+    if cfg.env == "toolwoz" and cfg.harvest_split == synthetic.SPLIT:  # the harvest tasks' generator
+        result.config["synth"] = {"goals": synthetic.DEFAULT_COUNT, "seed": synthetic.DEFAULT_SEED}
 
     def stage(name: str, fn: Callable[[], T]) -> T:
         console.rule(f"[bold]{name}")
@@ -188,30 +191,30 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
         _train_iteration(cfg, result, k, agent, warehouse_path, stage)
         data = {"JOSH": _data(warehouse_path, [result.runs[f"harvest {start}"]], result.training[nxt],
                               result.training.get(f"{nxt} (kto)"))}
-        trained = [nxt, ctrl]
+        rivals = [ctrl]  # of M_k+1, on the same test tasks
         if cfg.baseline == "rft":
             def sample(j: int) -> str:
                 return rollout_run("harvest", agent, dataclasses.replace(control, seed=cfg.seed + j),
                                    cfg.harvest_split, None if tag else cfg.harvest_tasks, tasks,
                                    name=tag and f"rft{j}-{tag}")
             data["RFT"] = _rft_baseline(cfg, result, k, agent, sample, warehouse_path, stage)
-            trained += [_rft_name(k)] if _rft_name(k) in result.models else []
+            rivals += [_rft_name(k)] if _rft_name(k) in result.models else []
         # A trained model's folder is reused by the next loop, so its eval run is named after the training run:
         # a retrained model never resumes the evaluation of the one it replaced.
-        for name in trained:
+        for name in (nxt, *rivals):
             run_name = f"eval-{_made(result, name)}"
             result.runs[f"eval {name}"] = stage(f"eval {name}", lambda name=name, run_name=run_name: rollout_run(
                 "eval", result.models[name], evaluate, "test", cfg.eval_tasks, name=run_name))
-        for name in (start, *trained):
-            result.scores[name] = runs.run_summary("eval_summary", warehouse_path, result.runs[f"eval {name}"])
-        for other in (start, *trained[1:]):
+        for name in (start, *rivals, nxt):
+            result.scores[name] = runs.scored(warehouse_path, result.runs[f"eval {name}"], seed=cfg.seed)
+        for other in (start, *rivals):
             result.comparisons[f"{nxt} - {other}"] = runs.compare(
                 warehouse_path, result.runs[f"eval {nxt}"], result.runs[f"eval {other}"], seed=cfg.seed)
         first = k * cfg.harvest_tasks
         result.iterations.append({
             "label": f"iteration {k + 1}", "harvest_tasks": [first, first + cfg.harvest_tasks - 1],
-            "scores": {n: result.scores[n] for n in (start, *trained)},
-            "comparisons": {c: result.comparisons[c] for c in (f"{nxt} - {o}" for o in (start, *trained[1:]))},
+            "scores": {n: result.scores[n] for n in (start, *rivals, nxt)},
+            "comparisons": {c: result.comparisons[c] for c in (f"{nxt} - {o}" for o in (start, *rivals))},
             "data": data})
     _write(cfg.out, result)
     return result

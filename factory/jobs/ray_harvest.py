@@ -70,6 +70,9 @@ def _run(pool: WorkerPool, settings: RunSettings, writer: Writer, run_name: str 
     report, pairs, retry = rollouts.begin(writer, settings, run_name, tool_schemas(), tasks, samples, console)
     run_id = report.run_id
     todo = [Job(rollouts.rollout_id(run_id, t, s), run_id, t.task_id, s) for t, s in pairs]
+    if not todo:  # a resumed, finished run: no empty progress bar
+        with lifecycle(writer, report):
+            return report
     console.print(f"[dim]{len(pool.actors)} Ray workers, {settings.concurrency} conversations in flight each[/dim]")
     rewards: list[float] = []
     lost: list[str] = []

@@ -148,28 +148,62 @@ def loop_iterations(loop_json: dict[str, Any]) -> list[dict[str, Any]]:
              "comparisons": it.get("comparisons") or {}} for i, it in enumerate(iterations, start=1)]
 
 
+def _chain(iterations: list[dict[str, Any]]) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[int, str, dict]]]:
+    """The self-training chain M0, M1, ... (x = k) and each iteration's rivals of M_k+1 (x = k + 1): its control
+    M_k' and any baseline (M_k^rft), as (x, name, score)."""
+    import re
+
+    chain: dict[str, dict[str, Any]] = {}
+    rivals = []
+    for k, it in enumerate(iterations):
+        for name, score in it["scores"].items():
+            if re.fullmatch(r"M\d+", name):
+                chain.setdefault(name, score)
+            else:
+                rivals.append((k + 1, name, score))
+    return list(chain.items()), rivals
+
+
+def _interval(score: dict[str, Any]) -> list[list[float]] | None:
+    if score.get("reward_low") is None:
+        return None
+    reward = score["average_reward"]
+    return [[reward - score["reward_low"]], [score["reward_high"] - reward]]
+
+
 def plot_loop(loop_json: dict[str, Any], out_png: Path) -> Path:
-    """Average Reward per model and iteration (left; 100% Success as a dot) and each paired comparison's
-    difference with its 95% paired-bootstrap interval (right), from a loop.json. Writes `out_png`."""
+    """The self-training curve: Average Reward of M0, M1, ... with 95% bootstrap intervals (100% Success dashed), and
+    each iteration's rivals of M_k+1 (its control M_k', the RFT baseline M_k^rft) beside it (left); each paired
+    comparison's difference with its 95% paired-bootstrap interval (right). From a loop.json; writes `out_png`."""
     iterations = loop_iterations(loop_json)
     comparisons = [(it["label"], name, c) for it in iterations for name, c in it["comparisons"].items()]
-    fig, (left, right) = _figure(2, width=10.0, height=max(3.4, 1.0 + 0.45 * len(comparisons)))
-    x, ticks = 0.0, []
-    models = list(dict.fromkeys(m for it in iterations for m in it["scores"]))
-    colours = _colours(models)
-    for it in iterations:
-        for name, score in it["scores"].items():
-            reward = score.get("average_reward") or 0.0
-            left.bar(x, reward, 0.8, color=colours[name])
-            left.annotate(f"{reward:.4f}", (x, reward), ha="center", va="bottom", fontsize=8,
-                          xytext=(0, 2), textcoords="offset points")
-            if score.get("success_rate") is not None:
-                left.plot(x, score["success_rate"], "kD", ms=4)
-            ticks.append((x, name if len(iterations) == 1 else f"{name}\n{it['label']}"))
-            x += 1
-        x += 0.6  # a gap between iterations
-    left.set_xticks([t for t, _ in ticks], [label for _, label in ticks], fontsize=8 if len(iterations) == 1 else 7)
-    left.set_ylabel("Average Reward (bars), 100% Success (◆)")
+    fig, (left, right) = _figure(2, width=11.0, height=max(3.8, 1.0 + 0.45 * len(comparisons)))
+    chain, rivals = _chain(iterations)
+    xs = [int(name[1:]) for name, _ in chain]
+    rewards = [score.get("average_reward") or 0.0 for _, score in chain]
+    left.plot(xs, rewards, "-", color="C3", lw=2, zorder=2)
+    for x, (name, score) in zip(xs, chain):
+        left.errorbar(x, rewards[xs.index(x)], yerr=_interval(score), fmt="o", color="C3", capsize=4, zorder=3,
+                      label="JOSH: M_k" if x == xs[0] else None)
+        left.annotate(f"{name} {rewards[xs.index(x)]:.4f}", (x, rewards[xs.index(x)]), xytext=(6, 4),
+                      textcoords="offset points", fontsize=8)
+    success = [(x, score["success_rate"]) for x, (_, score) in zip(xs, chain) if score.get("success_rate") is not None]
+    if success:
+        left.plot(*zip(*success), "D--", color="C3", ms=4, lw=1, alpha=0.6, label="JOSH: 100% Success")
+    kinds = {"'": ("control M_k' (unfiltered)", "C0", "s", -0.12), "^rft": ("RFT M_k^rft (equal tokens)", "C2", "^", 0.12)}
+    seen = set()
+    for x, name, score in rivals:
+        label, colour, marker, shift = next((v for k, v in kinds.items() if k in name), (name, "C7", "v", 0.0))
+        reward = score.get("average_reward") or 0.0
+        left.errorbar(x + shift, reward, yerr=_interval(score), fmt=marker, color=colour, capsize=3,
+                      label=None if label in seen else label)
+        seen.add(label)
+        left.annotate(f"{reward:.4f}", (x + shift, reward), xytext=(4, -10), textcoords="offset points", fontsize=7,
+                      color=colour)
+    left.set_xticks(xs, [f"M{x}" for x in xs])
+    left.set_xlabel("self-training iteration")
+    left.set_ylabel("Average Reward (95% bootstrap interval)")
+    left.legend(fontsize=8, loc="best")
     tasks = {c.get("tasks") for _, _, c in comparisons} - {None}
     left.set_title("Average Reward per model" + (f" ({tasks.pop()} tasks)" if len(tasks) == 1 else ""),
                    loc="left", fontsize=11)

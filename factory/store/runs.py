@@ -231,3 +231,16 @@ def generated_tokens(warehouse_path: str, run_id: str) -> int:
     """Tokens the run's finished rollouts generated, over every branch: what its data cost to sample."""
     with warehouse.opened(warehouse_path, read_only=True) as con:
         return int(con.execute(sql.load("queries/generated_tokens"), {"run_id": run_id}).fetchone()[0])
+
+
+def scored(warehouse_path: str, run_id: str, resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """The eval run's eval_summary row with `reward_low` / `reward_high`: the 95% bootstrap interval (over its
+    tasks) of its Average Reward."""
+    row = run_summary("eval_summary", warehouse_path, run_id)
+    with warehouse.opened(warehouse_path, read_only=True) as con:
+        rewards = [r[1] for r in con.execute(sql.load("queries/paired_rewards"), {"run_a": run_id, "run_b": run_id})
+                   .fetchall()]
+    if rewards:  # the mean against 0: a one-sample bootstrap
+        stats = paired_bootstrap(rewards, [0.0] * len(rewards), resamples=resamples, seed=seed)
+        row |= {"reward_low": stats["low"], "reward_high": stats["high"]}
+    return row
