@@ -252,7 +252,9 @@ def test_loop_rft_baseline_samples_at_josh_compute_and_trains_on_the_successful_
     assert rft["generated_tokens"] == sum(tokens[r] for r in rft["runs"]) and rft["sft_rows"] == 0
     assert "M0^rft" not in result["scores"] and set(result["comparisons"]) == {"M1 - M0", "M1 - M0'"}
     josh = result["iterations"][0]["data"]["JOSH"]
-    assert (josh["generated_tokens"], josh["sft_rows"]) == (tokens[harvest], 2)
+    assert (josh["generated_tokens"], josh["sft_rows"], josh["kept"], josh["tasks_kept"], josh["full_successes"]) \
+        == (tokens[harvest], 2, 2, 2, 2)
+    assert (rft["kept"], rft["tasks_kept"], rft["full_successes"]) == (0, 0, 0)
     assert josh["sft_rows_per_1000_tokens"] == round(2000 / tokens[harvest], 4)
 
     # Every sample succeeds but one rollout per run: those are KTO's negatives.
@@ -282,7 +284,8 @@ def test_loop_rft_baseline_samples_at_josh_compute_and_trains_on_the_successful_
     assert looped["runs"]["eval M0^rft"] == f"eval-{kto['run_id']}"
     assert set(looped["iterations"][0]["comparisons"]) == {"M1 - M0", "M1 - M0'", "M1 - M0^rft"}
     data = looped["iterations"][0]["data"]["RFT"]
-    assert data["sft_rows"] == len(rft["runs"]) and data["kto_rows"] == kto["rows"]
+    assert data["sft_rows"] == data["kept"] == data["full_successes"] == len(rft["runs"]) and data["tasks_kept"] == 1
+    assert data["kto_rows"] == kto["rows"]
     table = run(*args, "--kto-steps", "1")
     assert "training data per generated token" in table.stdout and "M1 - M0^rft" in table.stdout, table.stdout
     assert f"M0^rft: {len(rft['runs'])} samples per task" in " ".join(table.stderr.split())

@@ -162,14 +162,16 @@ def print_result(result: LoopResult, loop_json: Path) -> None:
     out.print(times)
     data = Table(title="training data per generated token (SFT rows: golden paths / successful samples)",
                  title_justify="left")
-    for col in ("iteration", "method", "generated tokens", "SFT rows", "per 1000 tokens", "KTO rows"):
+    for col in ("iteration", "method", "generated tokens", "SFT rows", "per 1000 tokens", "tasks", "full successes",
+                "KTO rows"):
         data.add_column(col, justify="left" if col in ("iteration", "method") else "right")
     for it in result.iterations:
         for method, d in it["data"].items():
             per = d["sft_rows_per_1000_tokens"]
             label = method if method == "JOSH" else f"{method} ({d['samples_per_task']} per task)"
             data.add_row(it["label"], label, f"{d['generated_tokens']:,}", str(d["sft_rows"]),
-                         "-" if per is None else f"{per:.3f}", "-" if d["kto_rows"] is None else str(d["kto_rows"]))
+                         "-" if per is None else f"{per:.3f}", str(d["tasks_kept"]), str(d["full_successes"]),
+                         "-" if d["kto_rows"] is None else str(d["kto_rows"]))
     out.print(data)
     for name, t in result.training.items():
         out.print(f"{name}: {t['method'].upper()} on {t['rows']} rows of view {t['view']}, {t['steps']} steps, "

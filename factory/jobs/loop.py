@@ -189,8 +189,8 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
             "harvest", agent, control, cfg.harvest_split, None if tag else cfg.harvest_tasks, tasks,
             name=tag and f"control-{tag}"))
         _train_iteration(cfg, result, k, agent, warehouse_path, stage)
-        data = {"JOSH": _data(warehouse_path, [result.runs[f"harvest {start}"]], result.training[nxt],
-                              result.training.get(f"{nxt} (kto)"))}
+        data = {"JOSH": _data(warehouse_path, [result.runs[f"harvest {start}"]], cfg.min_reward,
+                              result.training[nxt], result.training.get(f"{nxt} (kto)"))}
         rivals = [ctrl]  # of M_k+1, on the same test tasks
         if cfg.baseline == "rft":
             def sample(j: int) -> str:
@@ -283,8 +283,8 @@ def _rft_baseline(cfg: LoopConfig, result: LoopResult, k: int, agent: str, sampl
     start, _, nxt = _names(k)
     name = _rft_name(k)
     first = result.runs[f"control {start}"]
-    josh = runs.generated_tokens(warehouse_path, result.runs[f"harvest {start}"])
-    per_sample = runs.generated_tokens(warehouse_path, first)
+    josh = runs.harvest_yield(warehouse_path, [result.runs[f"harvest {start}"]], cfg.min_reward)["generated_tokens"]
+    per_sample = runs.harvest_yield(warehouse_path, [first], cfg.min_reward)["generated_tokens"]
     samples = max(1, round(josh / max(per_sample, 1)))
     run_ids = [first]
     for j in range(1, samples):
@@ -299,22 +299,24 @@ def _rft_baseline(cfg: LoopConfig, result: LoopResult, k: int, agent: str, sampl
     except NoTrainingRows:
         err.print(f"[yellow]{name}: none of M{k}'s {samples} samples per task reached reward {cfg.min_reward}: "
                   "rejection sampling found no training rows (not trained)[/yellow]")
-        return {**_data(warehouse_path, run_ids, None, None), "samples_per_task": samples}
+        return {**_data(warehouse_path, run_ids, cfg.min_reward, None, None), "samples_per_task": samples}
     result.models[name] = str(job.out_dir)
     if cfg.kto_steps:
         _train_kto(cfg, result, name, "kto_samples", tuple(run_ids), warehouse_path, stage)
-    data = _data(warehouse_path, run_ids, result.training[name], result.training.get(f"{name} (kto)"))
+    data = _data(warehouse_path, run_ids, cfg.min_reward, result.training[name],
+                 result.training.get(f"{name} (kto)"))
     err.print(f"{name}: {samples} samples per task, {data['generated_tokens']:,} generated tokens "
               f"({data['generated_tokens'] / max(josh, 1):.2f}x JOSH's {josh:,})")
     return {**data, "samples_per_task": samples}
 
 
-def _data(warehouse_path: str, run_ids: list[str], sft: dict[str, Any] | None,
+def _data(warehouse_path: str, run_ids: list[str], min_reward: float, sft: dict[str, Any] | None,
           kto: dict[str, Any] | None) -> dict[str, Any]:
-    """What a harvest cost and found: generated tokens, SFT and KTO rows, SFT rows per 1000 generated tokens."""
-    tokens = sum(runs.generated_tokens(warehouse_path, r) for r in run_ids)
-    rows = sft["rows"] if sft else 0
-    return {"runs": run_ids, "generated_tokens": tokens, "sft_rows": rows, "kto_rows": kto["rows"] if kto else None,
+    """What a harvest cost and found: generated tokens, rollouts kept, the tasks and full successes among them, SFT
+    and KTO rows, SFT rows per 1000 generated tokens."""
+    found = runs.harvest_yield(warehouse_path, run_ids, min_reward)
+    tokens, rows = found["generated_tokens"], sft["rows"] if sft else 0
+    return {"runs": run_ids, **found, "sft_rows": rows, "kto_rows": kto["rows"] if kto else None,
             "sft_rows_per_1000_tokens": round(1000 * rows / tokens, 4) if tokens else None}
 
 

@@ -227,10 +227,12 @@ def split_task_ids(warehouse_path: str, split: str, env: str = "toolwoz") -> lis
         return [r[0] for r in con.execute(sql.load("queries/split_task_ids"), {"split": split}).fetchall()]
 
 
-def generated_tokens(warehouse_path: str, run_id: str) -> int:
-    """Tokens the run's finished rollouts generated, over every branch: what its data cost to sample."""
+def harvest_yield(warehouse_path: str, run_ids: list[str], min_reward: float) -> dict[str, int]:
+    """What the runs' finished rollouts cost and found (sql/queries/harvest_yield.sql): generated_tokens, kept
+    (rollouts with reward >= min_reward), tasks_kept, full_successes."""
     with warehouse.opened(warehouse_path, read_only=True) as con:
-        return int(con.execute(sql.load("queries/generated_tokens"), {"run_id": run_id}).fetchone()[0])
+        cur = con.execute(sql.load("queries/harvest_yield"), {"run_ids": run_ids, "min_reward": min_reward})
+        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
 
 
 def scored(warehouse_path: str, run_id: str, resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
