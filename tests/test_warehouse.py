@@ -267,3 +267,14 @@ def test_a_warehouse_of_before_environments_migrates_on_open(tmp_path):
     assert query(path, "select reward, episode_reward from rollouts") == [(0.5, None)]
     assert query(path, "select count(*) from state_changes") == [(0,)]
     assert query(path, "select average_reward, goal_reward from run_scores where run_id = 'harvest-1'") == [(0.5, 0.5)]
+
+
+def test_no_connection_prints_duckdbs_progress_bar(tmp_path):
+    """DuckDB draws a progress bar on stdout for a query over 2 s (a loop under load printed one into its --json
+    output): every warehouse connection, read or write, turns it off."""
+    path = tmp_path / "w.duckdb"
+    setting = "SELECT current_setting('enable_progress_bar')"
+    with Writer(path, "test") as writer, writer.session() as con:
+        assert con.execute(setting).fetchone() == (False,)
+    with warehouse.opened(str(path), read_only=True) as con:
+        assert con.execute(setting).fetchone() == (False,)

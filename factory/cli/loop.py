@@ -156,9 +156,10 @@ def print_result(result: LoopResult, loop_json: Path) -> None:
     times = Table(title="wall time per stage", title_justify="left")
     times.add_column("stage")
     times.add_column("seconds", justify="right")
+    times.add_column("peak RSS so far (MB)", justify="right")
     for stage, seconds in result.seconds.items():
-        times.add_row(stage, f"{seconds:.1f}")
-    times.add_row("total", f"{sum(result.seconds.values()):.1f}")
+        times.add_row(stage, f"{seconds:.1f}", str(result.peak_rss_mb.get(stage, "")))
+    times.add_row("total", f"{sum(result.seconds.values()):.1f}", str(max(result.peak_rss_mb.values(), default="")))
     out.print(times)
     data = Table(title="training data per generated token (SFT rows: golden paths / successful samples)",
                  title_justify="left")

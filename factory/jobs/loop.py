@@ -115,6 +115,8 @@ class LoopResult:
     training: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> train summary
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "M1 - M0" -> paired bootstrap
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    # stage -> peak resident memory so far (MB) of this process and its finished children (a Ray worker is not ours)
+    peak_rss_mb: dict[str, int] = field(default_factory=dict)
     # {label, harvest_tasks, scores, comparisons, data}; data: per method (JOSH, RFT) the generated tokens, the SFT
     # and KTO rows and SFT rows per 1000 generated tokens
     iterations: list[dict[str, Any]] = field(default_factory=list)
@@ -147,6 +149,7 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
         start = time.monotonic()
         value = fn()
         result.seconds[name] = round(time.monotonic() - start, 1)
+        result.peak_rss_mb[name] = _peak_rss_mb()
         return value
 
     paths = Paths(warehouse_path, multiwoz_path, taubench_path)
@@ -318,6 +321,14 @@ def _data(warehouse_path: str, run_ids: list[str], min_reward: float, sft: dict[
     tokens, rows = found["generated_tokens"], sft["rows"] if sft else 0
     return {"runs": run_ids, **found, "sft_rows": rows, "kto_rows": kto["rows"] if kto else None,
             "sft_rows_per_1000_tokens": round(1000 * rows / tokens, 4) if tokens else None}
+
+
+def _peak_rss_mb() -> int:
+    """The peak resident memory of this process or any of its finished children, in MB (Linux reports KiB)."""
+    import resource
+
+    return round(max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+                 / 1024)
 
 
 def _made(result: LoopResult, name: str) -> str:

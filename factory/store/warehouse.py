@@ -41,6 +41,15 @@ def _busy(path: Path, e: Exception) -> WarehouseBusy:
                          "wait for it to finish or pass another --warehouse")
 
 
+def open_quietly(path: str, *, read_only: bool = False, config: Mapping[str, Any] | None = None
+                 ) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect without DuckDB's progress bar: it prints to stdout for a query over 2 s, into `--json` output
+    and tables alike (a loop under load printed one into its JSON)."""
+    con = duckdb.connect(path, read_only=read_only, config=dict(config or {}))
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float = 5.0,
             config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
     """Open the warehouse (with DuckDB `config`, e.g. `factory sql`'s sandbox). Readers retry a lock conflict
@@ -54,11 +63,11 @@ def connect(path: str | os.PathLike, *, read_only: bool = False, wait_s: float =
     delay = 0.02
     while True:
         try:
-            con = duckdb.connect(str(p), read_only=read_only, config=dict(config or {}))
+            con = open_quietly(str(p), read_only=read_only, config=config)
             if read_only and pending_migrations(con):  # written by an earlier version: migrate, then read
                 con.close()
                 _migrate_for_reading(p)
-                con = duckdb.connect(str(p), read_only=True, config=dict(config or {}))
+                con = open_quietly(str(p), read_only=True, config=config)
             return con
         except duckdb.IOException as e:
             if not is_lock_error(e):
@@ -133,7 +142,7 @@ def _migrate_for_reading(path: Path) -> None:
         except BlockingIOError:
             raise in_use from None
         try:
-            con = duckdb.connect(str(path))
+            con = open_quietly(str(path))
         except duckdb.Error as e:
             if is_lock_error(e):
                 raise in_use from e

@@ -35,7 +35,7 @@ import pyarrow as pa
 import sql
 from common.errors import first_line
 from factory.errors import UserError, WarehouseBusy, WarehouseError
-from factory.store.warehouse import is_lock_error, prepare
+from factory.store.warehouse import is_lock_error, open_quietly, prepare
 from toolwoz.clock import utc_now
 from toolwoz.values import storable
 
@@ -88,7 +88,7 @@ class Writer:
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path), config=dict(config or {}))
+                con = open_quietly(str(self.path), config=config)
                 break
             except duckdb.IOException as e:
                 if not is_lock_error(e) or time.monotonic() >= deadline:
