@@ -13,6 +13,7 @@ import pytest
 import sql
 from factory.errors import UserError, WarehouseBusy
 from factory.store import runs, warehouse
+from factory.store.sandbox import sandbox_config
 from factory.store.writer import Writer, to_arrow
 from tests.conftest import query, wait_for
 
@@ -278,3 +279,7 @@ def test_no_connection_prints_duckdbs_progress_bar(tmp_path):
         assert con.execute(setting).fetchone() == (False,)
     with warehouse.opened(str(path), read_only=True) as con:
         assert con.execute(setting).fetchone() == (False,)
+    with warehouse.opened(str(path), read_only=True, config=sandbox_config(allow_files=False)) as con:
+        assert con.execute(setting).fetchone() == (False,)  # `factory sql`: still locked after that
+        with pytest.raises(duckdb.InvalidInputException, match="locked"):
+            con.execute("SET enable_progress_bar = true")

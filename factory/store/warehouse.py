@@ -45,8 +45,12 @@ def open_quietly(path: str, *, read_only: bool = False, config: Mapping[str, Any
                  ) -> duckdb.DuckDBPyConnection:
     """duckdb.connect without DuckDB's progress bar: it prints to stdout for a query over 2 s, into `--json` output
     and tables alike (a loop under load printed one into its JSON)."""
-    con = duckdb.connect(path, read_only=read_only, config=dict(config or {}))
+    config = dict(config or {})
+    lock = config.pop("lock_configuration", False)  # a locked configuration takes no SET: lock it after ours
+    con = duckdb.connect(path, read_only=read_only, config=config)
     con.execute("SET enable_progress_bar = false")
+    if lock:
+        con.execute("SET lock_configuration = true")
     return con
 
 
