@@ -88,9 +88,9 @@ def loop(agent, out_dir, iterations, eval_tasks, full, harvest_tasks, harvest_sp
     """Close the self-training loop and measure it: M0 is evaluated on `test`, harvests (--harvest-split) with JOSH,
     and is fine-tuned on its golden paths, then given --kto-steps of KTO on golden vs failed siblings (M1); the
     control M0' gets the same SFT steps on M0's own unfiltered beam-1 rollouts of the same tasks. With --iterations
-    K, M1 then harvests the next tasks and becomes M2
-    (against M1'), and so on. With --baseline rft every iteration also trains M_k^rft on rejection sampling at
-    JOSH's generated tokens (independent samples, the successful ones kept) and reports M_k+1 - M_k^rft. Prints Average Reward and 100% Success of every model on the same test
+    K, M1 then harvests the next tasks and becomes M2 (against M1'), and so on. With --baseline rft every iteration
+    also trains M_k^rft on rejection sampling at JOSH's generated tokens (independent samples, the successful ones
+    kept) and reports M_k+1 - M_k^rft. Prints Average Reward and 100% Success of every model on the same test
     tasks with paired-bootstrap intervals for M_k+1 - M_k and M_k+1 - M_k', and each stage's wall time; writes
     loop.json and loop.png. Every rollout stage is a warehouse run: running the loop again resumes them.
 

@@ -200,7 +200,8 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
                 return rollout_run("harvest", agent, dataclasses.replace(control, seed=cfg.seed + j),
                                    cfg.harvest_split, None if tag else cfg.harvest_tasks, tasks,
                                    name=tag and f"rft{j}-{tag}")
-            data["RFT"] = _rft_baseline(cfg, result, k, agent, sample, warehouse_path, stage)
+            data["RFT"] = _rft_baseline(cfg, result, k, agent, sample, data["JOSH"]["generated_tokens"],
+                                        warehouse_path, stage)
             rivals += [_rft_name(k)] if _rft_name(k) in result.models else []
         # A trained model's folder is reused by the next loop, so its eval run is named after the training run:
         # a retrained model never resumes the evaluation of the one it replaced.
@@ -277,16 +278,16 @@ def _train_kto(cfg: LoopConfig, result: LoopResult, name: str, view: str, run_id
     result.models[name] = str(job.out_dir)
 
 
-def _rft_baseline(cfg: LoopConfig, result: LoopResult, k: int, agent: str, sample: Callable[[int], str],
+def _rft_baseline(cfg: LoopConfig, result: LoopResult, k: int, agent: str, sample: Callable[[int], str], josh: int,
                   warehouse_path: str, stage: Callable[[str, Callable[[], Any]], Any]) -> dict[str, Any]:
     """Rejection sampling at JOSH's compute: M_k samples K conversations per harvest task (beam 1, the harvest's
-    temperature, seeds seed .. seed + K - 1; the control run is the first), with K = JOSH's generated tokens / the
-    control's, rounded; M_k^rft = M_k + M_k+1's SFT steps on the samples that reached min_reward, then KTO with the
-    failed samples as negatives. A baseline that finds no rows is reported, not trained. Returns its data record."""
+    temperature, seeds seed .. seed + K - 1; the control run is the first), with K = JOSH's generated tokens
+    (`josh`) / the control's, rounded; M_k^rft = M_k + M_k+1's SFT steps on the samples that reached min_reward,
+    then KTO with the failed samples as negatives. A baseline that finds no rows is reported, not trained. Returns
+    its data record."""
     start, _, nxt = _names(k)
     name = _rft_name(k)
     first = result.runs[f"control {start}"]
-    josh = runs.harvest_yield(warehouse_path, [result.runs[f"harvest {start}"]], cfg.min_reward)["generated_tokens"]
     per_sample = runs.harvest_yield(warehouse_path, [first], cfg.min_reward)["generated_tokens"]
     samples = max(1, round(josh / max(per_sample, 1)))
     run_ids = [first]

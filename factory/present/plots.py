@@ -182,15 +182,15 @@ def plot_loop(loop_json: dict[str, Any], out_png: Path) -> Path:
     xs = [int(name[1:]) for name, _ in chain]
     rewards = [score.get("average_reward") or 0.0 for _, score in chain]
     left.plot(xs, rewards, "-", color="C3", lw=2, zorder=2)
-    for x, (name, score) in zip(xs, chain):
-        left.errorbar(x, rewards[xs.index(x)], yerr=_interval(score), fmt="o", color="C3", capsize=4, zorder=3,
+    for x, reward, (name, score) in zip(xs, rewards, chain):
+        left.errorbar(x, reward, yerr=_interval(score), fmt="o", color="C3", capsize=4, zorder=3,
                       label="JOSH: M_k" if x == xs[0] else None)
-        left.annotate(f"{name} {rewards[xs.index(x)]:.4f}", (x, rewards[xs.index(x)]), xytext=(6, 4),
-                      textcoords="offset points", fontsize=8)
+        left.annotate(f"{name} {reward:.4f}", (x, reward), xytext=(6, 4), textcoords="offset points", fontsize=8)
     success = [(x, score["success_rate"]) for x, (_, score) in zip(xs, chain) if score.get("success_rate") is not None]
     if success:
         left.plot(*zip(*success), "D--", color="C3", ms=4, lw=1, alpha=0.6, label="JOSH: 100% Success")
-    kinds = {"'": ("control M_k' (unfiltered)", "C0", "s", -0.12), "^rft": ("RFT M_k^rft (equal tokens)", "C2", "^", 0.12)}
+    kinds = {"'": ("control M_k' (unfiltered)", "C0", "s", -0.12),
+             "^rft": ("RFT M_k^rft (equal tokens)", "C2", "^", 0.12)}
     seen = set()
     for x, name, score in rivals:
         label, colour, marker, shift = next((v for k, v in kinds.items() if k in name), (name, "C7", "v", 0.0))

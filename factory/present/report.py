@@ -110,8 +110,9 @@ def refresh_loop(loop: dict[str, Any], warehouse_path: str) -> dict[str, Any]:
                         "warehouse the loop wrote (-w)")
 
     def refresh(entry: dict[str, Any]) -> dict[str, Any]:
-        return {**entry, "scores": {m: runs.scored(warehouse_path, s["run_id"], seed=seed)
-                                    for m, s in entry.get("scores", {}).items()},
+        return {**entry,
+                "scores": {m: found[s["run_id"]] | runs.reward_interval(warehouse_path, s["run_id"], seed=seed)
+                           for m, s in entry.get("scores", {}).items()},
                 "comparisons": {name: runs.compare(warehouse_path, c["run_a"], c["run_b"], seed=seed)
                                 for name, c in entry.get("comparisons", {}).items()}}
 

@@ -235,14 +235,18 @@ def harvest_yield(warehouse_path: str, run_ids: list[str], min_reward: float) ->
         return dict(zip([d[0] for d in cur.description], cur.fetchone()))
 
 
-def scored(warehouse_path: str, run_id: str, resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
-    """The eval run's eval_summary row with `reward_low` / `reward_high`: the 95% bootstrap interval (over its
-    tasks) of its Average Reward."""
-    row = run_summary("eval_summary", warehouse_path, run_id)
+def reward_interval(warehouse_path: str, run_id: str, resamples: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """`reward_low` / `reward_high`: the 95% bootstrap interval (over its tasks) of the run's Average Reward, with
+    each task's reward as `compare` reads it (empty for a run without rollouts)."""
     with warehouse.opened(warehouse_path, read_only=True) as con:
         rewards = [r[1] for r in con.execute(sql.load("queries/paired_rewards"), {"run_a": run_id, "run_b": run_id})
                    .fetchall()]
-    if rewards:  # the mean against 0: a one-sample bootstrap
-        stats = paired_bootstrap(rewards, [0.0] * len(rewards), resamples=resamples, seed=seed)
-        row |= {"reward_low": stats["low"], "reward_high": stats["high"]}
-    return row
+    if not rewards:
+        return {}
+    stats = paired_bootstrap(rewards, [0.0] * len(rewards), resamples=resamples, seed=seed)  # the mean against 0
+    return {"reward_low": stats["low"], "reward_high": stats["high"]}
+
+
+def scored(warehouse_path: str, run_id: str, seed: int = 0) -> dict[str, Any]:
+    """The eval run's eval_summary row with its `reward_interval`."""
+    return run_summary("eval_summary", warehouse_path, run_id) | reward_interval(warehouse_path, run_id, seed=seed)
