@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 
@@ -51,6 +52,25 @@ def test_teacher_harvest_fills_tree_tables_and_views(wh, model_dir):
                                        return_assistant_tokens_mask=True)
     assert 0 < sum(rendered["assistant_masks"]) < len(rendered["input_ids"])
     check_consistent(wh)
+
+
+@pytest.mark.slow
+def test_a_finished_run_resumes_without_loading_its_model(wh, model_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    args = ["harvest", "--agent", str(model), "--split", "val_harvest", "--limit", "2", "--beam", "2",
+            "--max-turns", "2", "--max-new-tokens", "8", "-w", str(wh)]
+    assert run(*args).returncode == 0
+    rows = query(wh, "select count(*) from nodes")
+    for weights in model.glob("*.safetensors"):  # the run is done: re-running it loads no model (a loop's
+        weights.unlink()  # resume passes every finished stage)
+    again = run(*args, "--json")
+    assert again.returncode == 0, again.stderr
+    assert "nothing left to run" in " ".join(again.stderr.split())
+    assert json.loads(again.stdout)["resumed_skipped"] == 2
+    assert query(wh, "select count(*) from nodes") == rows and query(wh, "select status from runs") == [("done",)]
+    other = run(*args[:-2], "--beam", "4", "--run", query(wh, "select run_id from runs")[0][0], "-w", str(wh))
+    assert other.returncode == 2 and "exists with other settings (beam differ" in one_line_error(other)
 
 
 @pytest.mark.slow

@@ -170,6 +170,8 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
         environments.ensure(writer, settings.env, console, multiwoz_path=multiwoz_path, taubench_path=taubench_path)
         env = environments.load(writer, settings.env)
         tasks = environments.select_tasks(env, settings.split, settings.limit, settings.tasks)
+        if done := finished_run(writer, settings, run_name, env.tool_schemas(), tasks, samples, console):
+            return done
         batch = batch_size(settings)  # one generate per search step
         rows = getattr(env, "rows", None)  # ToolWOZ's: the teacher's lexicon
         agent: Backend | None = None  # one backend for every task, or the environment's scripted agent per task
@@ -196,6 +198,23 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
                 asyncio.run(_run(settings, report.run_id, todo, agent or scripted_agents(env, settings.agent),
                                  make_user, tools, group, console, report, retry))
     return report
+
+
+def finished_run(writer: Writer, settings: RunSettings, run_name: str | None, tool_schemas: list[dict[str, Any]],
+                 tasks: Sequence[Task], samples: int, console: Console) -> RunReport | None:
+    """The report of a resumed run with nothing left to run (every rollout committed, none failed), found before
+    any model loads or Ray starts; None otherwise. Not for vLLM, whose engine is part of the run id."""
+    if settings.backend != "scripted" and backend_kind(settings.agent) == "vllm":
+        return None
+    run_id = run_name or settings.default_run_id()
+    with writer.session() as con:
+        done = {r[0] for r in con.execute("SELECT rollout_id FROM rollouts WHERE run_id = ? AND status <> 'failed'",
+                                          [run_id]).fetchall()}
+    if not all(rollout_id(run_id, t, s) in done for t in tasks for s in range(samples)):
+        return None
+    report, _, _ = begin(writer, settings, run_name, tool_schemas, tasks, samples, console)  # checks the settings
+    with lifecycle(writer, report):
+        return report
 
 
 def begin(writer: Writer, settings: RunSettings, run_name: str | None, tool_schemas: list[dict[str, Any]],
