@@ -188,7 +188,9 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     assert looped["models"]["M2"] == str(out / "m2") and looped["models"]["M1'"] == str(out / "m1-control")
     assert [it["label"] for it in looped["iterations"]] == ["iteration 1", "iteration 2"]
     assert [it["harvest_tasks"] for it in looped["iterations"]] == [[0, 1], [2, 3]]
-    assert set(looped["iterations"][1]["comparisons"]) == {"M2 - M1", "M2 - M1'"}
+    assert set(looped["iterations"][1]["comparisons"]) == {"M2 - M1", "M2 - M1'", "M2 - M0"}  # M0: the last's
+    whole = looped["comparisons"]["M2 - M0"]
+    assert (whole["run_a"], whole["run_b"]) == (looped["runs"]["eval M2"], looped["runs"]["eval M0"])
     assert (out / "loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     short = run("loop", "--model", str(model_dir), "--out", str(out), *SMALL, "--iterations", "999", "-w", str(wh))
     assert short.returncode == 2 and "val_harvest tasks and there are" in one_line_error(short)

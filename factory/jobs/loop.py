@@ -211,14 +211,16 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
                 "eval", result.models[name], evaluate, "test", cfg.eval_tasks, name=run_name))
         for name in (start, *rivals, nxt):
             result.scores[name] = runs.scored(warehouse_path, result.runs[f"eval {name}"], seed=cfg.seed)
-        for other in (start, *rivals):
+        # M_k+1 against where it started and its rivals; the loop's last model against M0 too
+        compared = [start, *rivals, *(["M0"] if 0 < k == cfg.iterations - 1 else [])]
+        for other in compared:
             result.comparisons[f"{nxt} - {other}"] = runs.compare(
                 warehouse_path, result.runs[f"eval {nxt}"], result.runs[f"eval {other}"], seed=cfg.seed)
         first = k * cfg.harvest_tasks
         result.iterations.append({
             "label": f"iteration {k + 1}", "harvest_tasks": [first, first + cfg.harvest_tasks - 1],
             "scores": {n: result.scores[n] for n in (start, *rivals, nxt)},
-            "comparisons": {c: result.comparisons[c] for c in (f"{nxt} - {o}" for o in (start, *rivals))},
+            "comparisons": {f"{nxt} - {o}": result.comparisons[f"{nxt} - {o}"] for o in compared},
             "data": data})
     _write(cfg.out, result)
     return result
