@@ -43,6 +43,8 @@ def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str 
         environments.ensure(writer, settings.env, console, multiwoz_path=multiwoz_path)
         env = environments.load(writer, settings.env)
         tasks = environments.select_tasks(env, settings.split, settings.limit, settings.tasks)
+        if done := rollouts.finished_run(writer, settings, run_name, tool_schemas(), tasks, samples, console):
+            return done  # a resumed, finished run: no Ray to start
         setup = WorkerSetup(agent=settings.agent, base_url=settings.base_url, search=settings.search,
                             toolwoz=tables.export_arrow(env.tools.con),  # type: ignore[attr-defined]
                             make_users=partial(rollouts.user_factory, ToolWOZ, settings),  # the same users
@@ -51,8 +53,6 @@ def execute_on_ray(settings: RunSettings, warehouse_path: str, *, run_name: str 
                             max_batch=rollouts.batch_size(settings),
                             request_timeout_s=request_timeout_s,
                             chat_template=rollouts.agent_template(settings.agent, console))
-        if done := rollouts.finished_run(writer, settings, run_name, tool_schemas(), tasks, samples, console):
-            return done  # a resumed, finished run: no Ray to start
         try:
             with console.status("starting Ray workers (each loads its own backend)"):
                 # A local Ray is recorded in $FACTORY_HOME/ray: the next --ray run stops what a killed one left.

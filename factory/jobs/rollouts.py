@@ -200,17 +200,22 @@ def execute(settings: RunSettings, warehouse_path: str, *, run_name: str | None,
     return report
 
 
+def left_to_run(run_id: str, tasks: Sequence[Task], samples: int, done: set[str]) -> list[tuple[Task, int]]:
+    """The (task, sample) pairs of the run whose rollout is not in `done`."""
+    return [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
+
+
 def finished_run(writer: Writer, settings: RunSettings, run_name: str | None, tool_schemas: list[dict[str, Any]],
                  tasks: Sequence[Task], samples: int, console: Console) -> RunReport | None:
     """The report of a resumed run with nothing left to run (every rollout committed, none failed), found before
     any model loads or Ray starts; None otherwise. Not for vLLM, whose engine is part of the run id."""
-    if settings.backend != "scripted" and backend_kind(settings.agent) == "vllm":
+    if settings.backend == "vllm":
         return None
     run_id = run_name or settings.default_run_id()
     with writer.session() as con:
         done = {r[0] for r in con.execute("SELECT rollout_id FROM rollouts WHERE run_id = ? AND status <> 'failed'",
                                           [run_id]).fetchall()}
-    if not all(rollout_id(run_id, t, s) in done for t in tasks for s in range(samples)):
+    if left_to_run(run_id, tasks, samples, done):
         return None
     report, _, _ = begin(writer, settings, run_name, tool_schemas, tasks, samples, console)  # checks the settings
     with lifecycle(writer, report):
@@ -224,7 +229,7 @@ def begin(writer: Writer, settings: RunSettings, run_name: str | None, tool_sche
     run_id, done = runs.start(writer, settings, run_name, tool_schemas)
     retry = failed_rollouts(writer, run_id)
     done = done - retry
-    todo = [(t, s) for t in tasks for s in range(samples) if rollout_id(run_id, t, s) not in done]
+    todo = left_to_run(run_id, tasks, samples, done)
     report = RunReport(run_id, 0, len(tasks) * samples - len(todo), 0.0, "done")
     if notice := resume_notice(run_id, report.skipped, len(retry), len(todo)):
         console.print(notice)
