@@ -5,6 +5,8 @@ TORCH ?= torch==2.13.0
 # MultiWOZ: ../shared/multiwoz when it is beside the checkout, else whatever FACTORY_MULTIWOZ says.
 export FACTORY_MULTIWOZ ?= $(if $(wildcard ../shared/multiwoz/data.json),$(abspath ../shared/multiwoz),)
 WAREHOUSE ?= warehouse.duckdb
+# The main job's rollout stages in this many local Ray processes (one core each; the same runs and rows as 1).
+WORKERS ?= 2
 FACTORY_HOME_DIR := $(abspath $(or $(FACTORY_HOME),$(HOME)/.cache/josh-factory))
 
 .PHONY: install demo example m0 smollm2 test test-vllm bench bench-vllm chromium
@@ -19,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job: the shipped M0 (installed into $FACTORY_HOME on first use), then one measured JOSH self-training loop.
 demo: install
-	$(VENV)/bin/factory loop -w $(WAREHOUSE)
+	$(VENV)/bin/factory loop --workers $(WORKERS) -w $(WAREHOUSE)
 	@echo "factory is installed in $(VENV)/bin: run 'source $(VENV)/bin/activate' to use the README's commands"
 
 # A small real warehouse to commit and query right after install (docs/warehouse.md, "The example warehouse").

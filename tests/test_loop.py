@@ -110,6 +110,8 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
         assert c["tasks"] == 2 and c["low"] <= c["diff"] <= c["high"]
     assert set(result["seconds"]) >= {"eval M0", "harvest M0", "train M1", "train M0'", "eval M1", "eval M0'"}
     assert set(result["peak_rss_mb"]) == set(result["seconds"]) and min(result["peak_rss_mb"].values()) > 100
+    assert set(result["cpu"]) == set(result["seconds"])  # CPU of the process tree per stage
+    assert result["cpu"]["train M1"]["user_s"] > 0 and result["cpu"]["eval M0"]["cpu_percent"] > 0
     # Every model evaluated on the same two test tasks; the trained models are loadable folders.
     evals = [result["runs"][f"eval {m}"] for m in ("M0", "M0'", "M1")]
     for run_id in evals:
@@ -124,7 +126,8 @@ def test_loop_stops_without_golden_paths_then_resumes_and_reports(model_dir, wh,
     # recipe), and M1's and M0''s eval runs are the same ones (named after their training runs).
     table = run(*args)
     assert table.returncode == 0, table.stderr[-2000:]
-    assert "M1 - M0'" in table.stdout and "wall time per stage" in table.stdout and "peak RSS" in table.stdout
+    assert "M1 - M0'" in table.stdout and "wall time per stage" in table.stdout and "peak RSS" in table.stdout \
+        and "system % of user" in table.stdout
     assert f"Everything above is in {out / 'loop.json'}" in table.stdout  # and what to run next:
     assert f"-p run_id {result['runs']['harvest M0']} -p min_reward 0.01" in table.stdout
     assert "nothing left to run" in table.stderr and "0/0" not in table.stderr  # no empty progress bars

@@ -209,6 +209,30 @@ def test_sft_trains(harvests, tmp_path):
     _assert_trained(summary, harvests["model"], tmp_path)
 
 
+def test_sft_batches_without_a_mask_train_the_same_weights(harvests, tmp_path):
+    """`causal_batches` drops the right-padded batch's attention mask: every weight comes out bit for bit as
+    with TRL's masked batches, over batches whose rows differ in length (so there are pads)."""
+    import torch
+
+    from train.sft import sft_trainer
+
+    ds, _ = _load(harvests["w"], "sft", "sft")
+    trained = []
+    for masked in (True, False):
+        trainer = sft_trainer(ds, harvests["model"], tmp_path / str(masked),
+                              _recipe("sft", loss="calls", max_length=2048))
+        if masked:
+            trainer.data_collator = trainer.data_collator.__wrapped__  # TRL's own
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+        assert ("attention_mask" in batch) == masked and ("position_ids" in batch) != masked
+        trainer.train()
+        trained.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+    lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+    assert len(set(lengths)) > 1  # pads in some batch
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+    assert any(not torch.equal(trained[0][k], _weights(harvests["model"])[k]) for k in trained[0])
+
+
 def test_kto_trains_on_the_view_columns(harvests, tmp_path):
     from train.kto import train_kto
 

@@ -9,12 +9,17 @@ and tool results as `"all"` has them; the assistant's free-text turns are contex
 the agent said at the harvest's temperature, often garbled, since only its calls were checked (dev set: 175
 golden paths gave 0.413 with `"all"`, 0.448 with `"calls"`; M0 0.433). Rows longer than `max_length` are cut; a
 cut row with no trainable token left is dropped.
+
+TRL pads a batch on the right. A causal model's real tokens never attend to the pads after them, so the batch
+needs no attention mask: without one the attention kernel runs causal and skips the blocks above the diagonal
+instead of reading a (batch, length, length) mask (`causal_batches`). The trained weights are the same bit for
+bit (tests/test_train.py); an SFT step of the loop's M1 took 0.650 s instead of 0.717 s on 2 CPU cores.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +90,34 @@ def sft_config(recipe: Recipe, out: str | Path, seed: int = 0) -> Any:
                      assistant_only_loss=recipe.loss == "assistant", packing=False)
 
 
+def causal_batches(collate: Callable[[list[Any]], dict[str, Any]]) -> Callable[[list[Any]], dict[str, Any]]:
+    """TRL's collator with the attention mask of its right-padded batches swapped for position ids (0, 1, ...):
+    the pads' outputs differ, the real tokens' do not, and the loss never reads the pads (their label is -100)."""
+    import functools
+
+    import torch
+
+    @functools.wraps(collate)  # `__wrapped__`: TRL's collator
+    def collate_causal(features: list[Any]) -> dict[str, Any]:
+        batch = collate(features)
+        if "attention_mask" not in batch or "position_ids" in batch:  # padding-free or packed: TRL's own
+            return batch
+        del batch["attention_mask"]
+        ids = batch["input_ids"]
+        batch["position_ids"] = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        return batch
+
+    return collate_causal
+
+
+def _text_causal_lm(model: Any) -> bool:
+    """Whether a batch's pads can go unmasked: a text causal LM without a router (an MoE's auxiliary loss counts
+    the tokens the mask keeps)."""
+    config = model.config
+    return type(model).__name__.endswith("ForCausalLM") and config.get_text_config() is config and \
+        not hasattr(config, "output_router_logits")
+
+
 def sft_trainer(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, seed: int = 0,
                 chat_template: str | None = None, callbacks: Sequence[Any] = ()) -> Any:
     """An SFTTrainer for `model` (folder, Hub id or GGUF file) on `dataset` (`messages`, `tools`), ready to train."""
@@ -104,6 +137,8 @@ def sft_trainer(dataset: Any, model: str, out: str | Path, recipe: Recipe, *, se
                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(recipe),
                          quantization_config=quantization_config(recipe), callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; callers show progress their way
+    if _text_causal_lm(trainer.model):
+        trainer.data_collator = causal_batches(trainer.data_collator)
     return trainer
 
 

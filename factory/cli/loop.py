@@ -19,7 +19,7 @@ from factory.cli.options import (
     taubench_option,
     warehouse_option,
 )
-from factory.jobs.loop import BASELINES, LOOP_HARVEST, LoopConfig, LoopResult, run_loop
+from factory.jobs.loop import BASELINES, LOOP_HARVEST, LoopConfig, LoopResult, run_loop, total_cpu
 from factory.output import err, out, print_json
 from train.recipes import LOSSES
 
@@ -153,13 +153,17 @@ def print_result(result: LoopResult, loop_json: Path) -> None:
     for label, c in result.comparisons.items():
         diffs.add_row(label, f"{c['diff']:+.4f}", f"[{c['low']:+.4f}, {c['high']:+.4f}]", f"{c['p_not_better']:.3f}")
     out.print(diffs)
-    times = Table(title="wall time per stage", title_justify="left")
-    times.add_column("stage")
-    times.add_column("seconds", justify="right")
-    times.add_column("peak RSS so far (MB)", justify="right")
+    times = Table(title="wall time per stage (CPU: this process and every process under it, Ray's workers too)",
+                  title_justify="left")
+    for col in ("stage", "seconds", "CPU %", "system % of user", "peak RSS so far (MB)"):
+        times.add_column(col, justify="left" if col == "stage" else "right")
     for stage, seconds in result.seconds.items():
-        times.add_row(stage, f"{seconds:.1f}", str(result.peak_rss_mb.get(stage, "")))
-    times.add_row("total", f"{sum(result.seconds.values()):.1f}", str(max(result.peak_rss_mb.values(), default="")))
+        cpu = result.cpu.get(stage)
+        times.add_row(stage, f"{seconds:.1f}", f"{cpu['cpu_percent']}" if cpu else "",
+                      f"{cpu['system_percent_of_user']:.1f}" if cpu else "", str(result.peak_rss_mb.get(stage, "")))
+    total = total_cpu(result)
+    times.add_row("total", f"{sum(result.seconds.values()):.1f}", f"{total['cpu_percent']}",
+                  f"{total['system_percent_of_user']:.1f}", str(max(result.peak_rss_mb.values(), default="")))
     out.print(times)
     data = Table(title="training data per generated token (SFT rows: golden paths / successful samples)",
                  title_justify="left")

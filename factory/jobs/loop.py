@@ -36,6 +36,7 @@ from rich.console import Console
 
 from factory.errors import FactoryError, UserError
 from factory.jobs import default_model, launch, rollouts
+from factory.jobs.cpu import TreeCPU, Usage
 from factory.jobs.launch import Paths, RunRequest
 from factory.jobs.training import FACTORY_JSON, TrainJob, resolve_model, train_model
 from factory.output import err
@@ -115,6 +116,8 @@ class LoopResult:
     training: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> train summary
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)  # "M1 - M0" -> paired bootstrap
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    # stage -> CPU seconds (user, system) of this process and every process under it (Ray's workers), CPU %
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     # stage -> peak resident memory so far (MB) of this process and its finished children (a Ray worker is not ours)
     peak_rss_mb: dict[str, int] = field(default_factory=dict)
     # {label, harvest_tasks, scores, comparisons, data}; data: per method (JOSH, RFT) the generated tokens, the SFT
@@ -147,8 +150,10 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
     def stage(name: str, fn: Callable[[], T]) -> T:
         console.rule(f"[bold]{name}")
         start = time.monotonic()
-        value = fn()
+        with TreeCPU() as meter:
+            value = fn()
         result.seconds[name] = round(time.monotonic() - start, 1)
+        result.cpu[name] = meter.usage().as_dict()
         result.peak_rss_mb[name] = _peak_rss_mb()
         return value
 
@@ -324,6 +329,13 @@ def _data(warehouse_path: str, run_ids: list[str], min_reward: float, sft: dict[
     tokens, rows = found["generated_tokens"], sft["rows"] if sft else 0
     return {"runs": run_ids, **found, "sft_rows": rows, "kto_rows": kto["rows"] if kto else None,
             "sft_rows_per_1000_tokens": round(1000 * rows / tokens, 4) if tokens else None}
+
+
+def total_cpu(result: LoopResult) -> dict[str, float]:
+    """The CPU use of every stage of `result` together (`TreeCPU`'s measure, as in `result.cpu`)."""
+    stages = result.cpu.values()
+    return Usage(sum(c["user_s"] for c in stages), sum(c["system_s"] for c in stages),
+                 sum(c["wall_s"] for c in stages)).as_dict()
 
 
 def _peak_rss_mb() -> int:

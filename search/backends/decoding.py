@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -177,6 +178,28 @@ class Layout:
         return self.layers * 2 * self.heads * self.head_dim * torch.empty((), dtype=self.dtype).element_size()
 
 
+class Buffers:
+    """Large per-batch tensors (the prefilled K/V buffer, its compacted copies) in memory kept from batch to batch.
+    On CPU a fresh tensor of hundreds of MB is a fresh `mmap` whose every page faults in on first write (glibc
+    maps any block above 32 MB itself); reusing the same memory spares the kernel that work. Off: plain
+    `torch.empty` (a GPU's caching allocator already reuses its memory)."""
+
+    def __init__(self, reuse: bool):
+        self.reuse = reuse
+        self._kept: dict[str, torch.Tensor] = {}
+
+    def empty(self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised tensor of `shape`; the last one taken under `name` is no longer valid."""
+        if not self.reuse:
+            return torch.empty(tuple(shape), dtype=dtype, device=device)
+        size = math.prod(shape)
+        kept = self._kept.get(name)
+        if kept is None or kept.numel() < size or kept.dtype != dtype or kept.device != device:
+            self._kept.pop(name, None)  # freed before the larger one is taken
+            kept = self._kept[name] = torch.empty(size, dtype=dtype, device=device)
+        return kept[:size].view(tuple(shape))
+
+
 def probe_layout(model: Any, cache_kw: str) -> Layout | None:
     """The packed layout when every layer keeps one plain K/V pair of the same shape, else None."""
     with torch.inference_mode():
@@ -237,6 +260,8 @@ class DecodeLoop:
         if share_prefix is None:
             share_prefix = self.device.type == "cpu"
         self.shared = self.layout is not None and share_prefix and cascade.install(model)
+        self.buffers = Buffers(reuse=self.device.type == "cpu")
+        self._running = threading.Lock()  # one batch at a time: its buffers are the loop's
         self.stats = LoopStats()  # replaced by the caller's counters in `run`
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor, cache: Cache,
@@ -253,7 +278,7 @@ class DecodeLoop:
         if stats is not None:
             self.stats = stats
         if rows:
-            with torch.inference_mode():
+            with self._running, torch.inference_mode():
                 self._run(list(rows))
 
     def _run(self, rows: list[Row]) -> None:
@@ -279,8 +304,8 @@ class DecodeLoop:
         mask = torch.arange(capacity, device=self.device)[None, :] >= (width - lens)[:, None]
         kv = hf_cache = None
         if self.layout is not None:
-            kv = torch.empty((self.layout.layers, 2, n, self.layout.heads, capacity, self.layout.head_dim),
-                             dtype=self.layout.dtype, device=self.device)
+            kv = self.buffers.empty("prompts", (self.layout.layers, 2, n, self.layout.heads, capacity,
+                                                self.layout.head_dim), self.layout.dtype, self.device)
             for s, i in enumerate(order):  # masked, but must be finite (0 x NaN is NaN); the rest gets written
                 kv[:, :, s, :, :width - len(rows[i].ids)] = 0
         else:
@@ -292,9 +317,15 @@ class DecodeLoop:
                                     group_width, width, mask[a:b], kv, hf_cache)
         slot = {row: s for s, row in enumerate(order)}
         twins = list(range(len(uniques), n))
+        prompts = [rows[i].ids for i in order]
+        planned = cascade.plan(prompts) if kv is not None and self.shared else None
         if twins:
             sources = [slot[twin_of[order[s]]] for s in twins]
-            kv[:, :, twins] = kv[:, :, sources]  # type: ignore[index]
+            # A shared decode reads each prompt segment from its first row, never a twin (it comes after its
+            # source): only the flat buffer needs the twins' copies.
+            if kv is not None and not (planned and planned.pays):
+                for twin, source in zip(twins, sources):
+                    kv[:, :, twin].copy_(kv[:, :, source])
             logits += [logits[s] for s in sources]
             for s in twins:
                 rows[order[s]].cached = len(rows[order[s]].ids)
@@ -306,7 +337,7 @@ class DecodeLoop:
             self.stats.cached_tokens += r.cached
         t1 = time.perf_counter()
         self.stats.prefill_s += t1 - t0
-        self._decode([rows[i] for i in order], torch.stack(logits), kv, hf_cache, mask, lens, width)
+        self._decode([rows[i] for i in order], torch.stack(logits), kv, hf_cache, mask, lens, width, planned)
         self.stats.decode_s += time.perf_counter() - t1
 
     def _prefill(self, rows: list[Row], matches: list[Match], first_slot: int, group_width: int, width: int,
@@ -337,15 +368,15 @@ class DecodeLoop:
         return list(last.unbind(0))
 
     def _decode(self, rows: list[Row], logits: torch.Tensor, kv: torch.Tensor | None, hf_cache: Cache | None,
-                mask: torch.Tensor, lens: torch.Tensor, width: int) -> None:
-        """Sample until every row is finished; `rows` are in buffer order."""
+                mask: torch.Tensor, lens: torch.Tensor, width: int, planned: cascade.Plan | None) -> None:
+        """Sample until every row is finished; `rows` are in buffer order; `planned`: their prompts' shared
+        layout (None: flat)."""
         cpu0 = time.thread_time()
         sampler = Sampler(rows, logits.shape[-1], self.device)
         live = list(range(len(rows)))  # current row -> index in `rows`
         fed = [0] * len(rows)  # generated tokens of each row whose K/V are in the buffer
         prompts = [r.ids for r in rows]
-        layout: FlatKV | SharedKV = FlatKV(kv, hf_cache, mask, lens, width)
-        planned = cascade.plan(prompts) if kv is not None and self.shared else None
+        layout: FlatKV | SharedKV = FlatKV(kv, hf_cache, mask, lens, width, self.buffers)
         if planned is not None and planned.pays:  # reading shared prompt tokens once pays for its extra kernels
             layout = SharedKV(Cascade(kv, prompts, width, max(r.limit for r in rows), planned), lens)
             self.stats.shared_runs += 1
@@ -407,8 +438,10 @@ class FlatKV:
     space is buffer column c - left once `left` columns of padding were dropped."""
 
     def __init__(self, kv: torch.Tensor | None, hf_cache: Cache | None, mask: torch.Tensor, lens: torch.Tensor,
-                 width: int):
+                 width: int, buffers: Buffers | None = None):
         self.kv, self.hf_cache, self.mask, self.lens, self.width, self.left = kv, hf_cache, mask, lens, width, 0
+        self.buffers = buffers or Buffers(reuse=False)
+        self.compactions = 0
         self.packed = kv is not None
         self.cache = hf_cache if kv is None else slot_cache(kv, width)
 
@@ -425,7 +458,11 @@ class FlatKV:
         columns = self.width + steps - self.left  # in use
         if self.kv is not None:  # right-aligned: the first `drop` columns are padding for every kept row
             drop = self.width - self.left - int(self.lens.max())
-            self.kv = self.kv[:, :, :, :, drop:columns + remaining].index_select(2, rows)
+            kept = self.kv[:, :, :, :, drop:columns + remaining]
+            shape = (*kept.shape[:2], len(index), *kept.shape[3:])  # into the buffer the source is not in
+            into = self.buffers.empty(f"compacted {self.compactions % 2}", shape, kept.dtype, kept.device)
+            self.kv = torch.index_select(kept, 2, rows, out=into)
+            self.compactions += 1
             self.mask = self.mask[rows, drop:columns + remaining]
             self.left += drop
             self.cache = slot_cache(self.kv, columns - drop)
