@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -167,6 +169,36 @@ def connect(address: str | None) -> Any:
             raise RuntimeError(f"a local Ray did not start: {first}") from None
         raise BackendError(f"cannot join the Ray cluster at {address}: {first}") from None
     return ray
+
+
+@contextmanager
+def local_ray(record_dir: Path) -> Iterator[None]:
+    """One Ray for several pools in a row (the loop's rollout stages): each pool then starts only its workers,
+    not a node of its own (~10 s each). A new local Ray, or $RAY_ADDRESS's cluster if set; a local one is
+    recorded in `record_dir` while it runs (`search/ray_local.py`) and shut down at the end."""
+    ray = _import_ray()
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        yield  # someone else's Ray: each pool joins it
+        return
+    stop_leftovers(record_dir)
+    connect("local")
+    record = RayRecord(record_dir)
+    done = threading.Event()
+
+    def watch() -> None:  # the workers each pool starts, recorded as they come
+        while not done.wait(1.0):
+            record.update()
+
+    watcher = threading.Thread(target=watch, name="ray-record", daemon=True)
+    record.update(force=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        ray.shutdown()
+        record.remove()
 
 
 class WorkerPool:

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -158,6 +159,24 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
         return value
 
     paths = Paths(warehouse_path, multiwoz_path, taubench_path)
+    with ExitStack() as stack:
+        if cfg.workers > 1:  # one local Ray that every rollout stage's workers run in
+            from search.ray_runner import local_ray
+            from toolwoz.multiwoz import factory_home
+
+            try:
+                stack.enter_context(local_ray(factory_home() / "ray"))
+            except RuntimeError as e:  # a local Ray that did not start (exit 1)
+                raise FactoryError(str(e)) from e
+        _stages(cfg, result, paths, stage, console)
+    _write(cfg.out, result)
+    return result
+
+
+def _stages(cfg: LoopConfig, result: LoopResult, paths: Paths, stage: Callable[[str, Callable[[], Any]], Any],
+            console: Console) -> None:
+    """Every stage of every iteration, in order (`run_loop`)."""
+    warehouse_path, multiwoz_path = paths.warehouse, paths.multiwoz
 
     def rollout_run(kind: str, agent: str, search: SearchConfig, split: str, limit: int | None,
                     task_ids: list[str] | None = None, name: str | None = None) -> str:
@@ -227,8 +246,6 @@ def run_loop(cfg: LoopConfig, warehouse_path: str, multiwoz_path: str | None, co
             "scores": {n: result.scores[n] for n in (start, *rivals, nxt)},
             "comparisons": {f"{nxt} - {o}": result.comparisons[f"{nxt} - {o}"] for o in compared},
             "data": data})
-    _write(cfg.out, result)
-    return result
 
 
 def _harvest_slices(cfg: LoopConfig, warehouse_path: str) -> list[list[str] | None]:
