@@ -154,7 +154,7 @@ def test_sft_labels_cover_only_assistant_tokens(harvests, tmp_path):
         assert ids[0] in roles and sum(expected) > 0
         assert [label != -100 for label in labels] == expected
         assert all(label == token for label, token in zip(labels, ids) if label != -100)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    batch = trainer.data_collator.__wrapped__([trainer.train_dataset[i] for i in range(2)])  # TRL's, with its mask
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
     for i in range(2):
         n = int(batch["attention_mask"][i].sum())
@@ -340,7 +340,7 @@ def test_sft_default_loss_covers_every_token(harvests, tmp_path):
     assert recipes.get("cpu", "sft").loss == recipes.get("paper", "sft").loss == "all"
     for row in trainer.train_dataset:  # labels are the ids (the collator masks padding only)
         assert row.get("labels", row["input_ids"]) == row["input_ids"]
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    batch = trainer.data_collator.__wrapped__([trainer.train_dataset[i] for i in range(2)])  # TRL's, with its mask
     mask = batch["attention_mask"] == 1
     assert (batch["labels"][mask] == batch["input_ids"][mask]).all()
     assert (batch["labels"][~mask] == -100).all()
@@ -551,3 +551,13 @@ def test_cli_lora_adapter_runs_in_eval(harvests, tmp_path):
                  "--max-new-tokens", "4", "-w", w, "--json", env=harvests["env"], cwd=harvests["root"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["agent_model"] == str(out)
+
+
+def test_cpu_training_projects_the_lm_head_in_tiles_that_fit_the_heap():
+    """train/cpu.py shrinks TRL's token tile (a module constant of the installed TRL: renamed, this fails)."""
+    from trl.kernels import chunked_logprob
+
+    from train.cpu import CPU_TOKEN_TILE, heap_sized_tiles
+
+    heap_sized_tiles()
+    assert chunked_logprob.TOKEN_CHUNK_SIZE == CPU_TOKEN_TILE

@@ -220,11 +220,13 @@ def _fit(method: str, dataset: Any, model: str, out_dir: Path, recipe: Any, seed
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from search.backends import allocator
+    from train.cpu import heap_sized_tiles
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     if not torch.cuda.is_available():  # as decoding: a step's freed tensors reused, not unmapped and faulted in again
         allocator.tune()
+        heap_sized_tiles()  # TRL's LM-head tiles small enough for the heap (train/cpu.py)
     warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
     progress = LogProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
