@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -74,10 +75,15 @@ class RayRecord:
         self.min_interval_s = min_interval_s
         self._known: set[Process] = set()
         self._last = float("-inf")
+        self._lock = threading.Lock()  # a pool and `local_ray`'s watcher both update it
 
     def update(self, force: bool = False) -> None:
         """Record the processes under this driver now (at most once per `min_interval_s` unless `force`):
         Ray starts workers as it goes. A process once recorded stays recorded (its start time tells it apart)."""
+        with self._lock:
+            self._update(force)
+
+    def _update(self, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self._last < self.min_interval_s:
             return

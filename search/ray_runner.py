@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 from collections import deque
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -172,13 +172,14 @@ def connect(address: str | None) -> Any:
 
 
 @contextmanager
-def local_ray(record_dir: Path) -> Iterator[None]:
-    """One Ray for several pools in a row (the loop's rollout stages): each pool then starts only its workers,
-    not a node of its own (~10 s each). A new local Ray, or $RAY_ADDRESS's cluster if set; a local one is
-    recorded in `record_dir` while it runs (`search/ray_local.py`) and shut down at the end."""
+def local_ray(record_dir: Path, address: str | None = None) -> Iterator[RayRecord | None]:
+    """A new local Ray, recorded in `record_dir` while it runs (`search/ray_local.py`: the next one stops what a
+    killed driver left) and shut down at the end; yields its record. Several pools in a row (the loop's rollout
+    stages) share it, each starting only its workers. Yields None and starts nothing where Ray is already
+    initialised or `address` (else $RAY_ADDRESS) names a cluster: each pool joins that."""
     ray = _import_ray()
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
-        yield  # someone else's Ray: each pool joins it
+    if ray.is_initialized() or (address or os.environ.get("RAY_ADDRESS") or "local") != "local":
+        yield None
         return
     stop_leftovers(record_dir)
     connect("local")
@@ -193,7 +194,7 @@ def local_ray(record_dir: Path) -> Iterator[None]:
     record.update(force=True)
     watcher.start()
     try:
-        yield
+        yield record
     finally:
         done.set()
         watcher.join()
@@ -208,15 +209,13 @@ class WorkerPool:
                  record_dir: Path | None = None):
         """`record_dir`: where a local Ray this pool starts is recorded, so that the next pool given the same
         folder stops what a killed driver left running (`search/ray_local.py`); it does so first."""
+        self._own_ray = ExitStack()  # the local Ray this pool starts, if it starts one
         self.record: RayRecord | None = None
         if record_dir is not None:
-            stop_leftovers(record_dir)
-        starts_local = not _import_ray().is_initialized() and \
-            (address or os.environ.get("RAY_ADDRESS") or "local") == "local"
+            self.record = self._own_ray.enter_context(local_ray(record_dir, address))
+            if self.record is None:  # someone else's Ray
+                stop_leftovers(record_dir)
         self.ray = connect(address)
-        if record_dir is not None and starts_local:
-            self.record = RayRecord(record_dir)
-            self.record.update(force=True)
         resources = self.ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         count = workers or gpus or max(1, int(resources.get("CPU", 1)))
@@ -287,7 +286,5 @@ class WorkerPool:
                 self.ray.kill(actor)
             except Exception:  # noqa: BLE001 - already dead
                 pass
-        if self.record is not None:
-            self.ray.shutdown()
-            self.record.remove()
-            self.record = None
+        self._own_ray.close()
+        self.record = None
